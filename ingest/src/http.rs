@@ -1,0 +1,271 @@
+//! HTTP receivers: OTLP/HTTP (`POST /v1/traces`, protobuf or JSON) and the probe results
+//! API (`POST /v1/probes`). Errors follow OTLP/HTTP: a `google.rpc.Status` body in the
+//! request's encoding, 4xx for bad input, 429/503 with `Retry-After` when saturated.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message as _;
+
+use crate::probes::ProbeFraming;
+use crate::{Authenticator, ExportOutcome, IngestError, ProbeIngest, TraceIngest};
+
+/// `google.rpc.Status`, the body of OTLP error responses.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+/// The two OTLP/HTTP encodings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+#[derive(Clone)]
+struct OtlpState {
+    traces: TraceIngest,
+    auth: Arc<Authenticator>,
+}
+
+/// The OTLP/HTTP router (`POST /v1/traces`), served on its own port (4318 by default).
+pub fn otlp_router(traces: TraceIngest, auth: Arc<Authenticator>) -> Router {
+    let limit = traces.config().max_request_bytes;
+    Router::new()
+        .route("/v1/traces", post(export_traces))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(OtlpState { traces, auth })
+}
+
+async fn export_traces(State(s): State<OtlpState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let encoding = match media_type(&headers) {
+        Some("application/x-protobuf") => Encoding::Protobuf,
+        Some("application/json") => Encoding::Json,
+        other => {
+            let err = IngestError::UnsupportedMediaType(format!(
+                "unsupported Content-Type {:?}: use application/x-protobuf or application/json",
+                other.unwrap_or("")
+            ));
+            return otlp_error(&s.traces, err, Encoding::Json);
+        }
+    };
+    match handle_traces(&s, &headers, body, encoding).await {
+        Ok(outcome) => otlp_success(&outcome, encoding),
+        Err(err) => otlp_error(&s.traces, err, encoding),
+    }
+}
+
+async fn handle_traces(
+    s: &OtlpState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    encoding: Encoding,
+) -> Result<ExportOutcome, IngestError> {
+    let principal = s.auth.authenticate(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes))?;
+    let tenant = principal.tenant()?;
+    let body = read_body(headers, body, s.traces.config().max_decompressed_bytes)?;
+    let _permit = s.traces.pressure().admit(body.len())?;
+    match encoding {
+        Encoding::Protobuf => s.traces.export_protobuf(tenant, body).await,
+        Encoding::Json => {
+            let request: ExportTraceServiceRequest = serde_json::from_slice(&body)
+                .map_err(|e| IngestError::BadRequest(format!("invalid OTLP/JSON ExportTraceServiceRequest: {e}")))?;
+            s.traces.export(tenant, request, None).await
+        }
+    }
+}
+
+fn otlp_success(outcome: &ExportOutcome, encoding: Encoding) -> Response {
+    let partial = (outcome.rejected > 0).then(|| ExportTracePartialSuccess {
+        rejected_spans: outcome.rejected as i64,
+        error_message: outcome.message.clone(),
+    });
+    let body = match encoding {
+        Encoding::Protobuf => ExportTraceServiceResponse { partial_success: partial }.encode_to_vec(),
+        Encoding::Json => {
+            let value = match partial {
+                // Protobuf JSON mapping: int64 as a string.
+                Some(p) => serde_json::json!({"partialSuccess": {
+                    "rejectedSpans": p.rejected_spans.to_string(),
+                    "errorMessage": p.error_message,
+                }}),
+                None => serde_json::json!({}),
+            };
+            serde_json::to_vec(&value).expect("JSON serializes")
+        }
+    };
+    (StatusCode::OK, [(CONTENT_TYPE, encoding.content_type())], body).into_response()
+}
+
+fn otlp_error(traces: &TraceIngest, err: IngestError, encoding: Encoding) -> Response {
+    count_refusal(traces.stats(), &err);
+    let status = RpcStatus { code: err.grpc_code() as i32, message: err.to_string() };
+    let body = match encoding {
+        Encoding::Protobuf => status.encode_to_vec(),
+        Encoding::Json => {
+            serde_json::to_vec(&serde_json::json!({"code": status.code, "message": status.message})).expect("JSON")
+        }
+    };
+    let mut response = (err.http_status(), [(CONTENT_TYPE, encoding.content_type())], body).into_response();
+    decorate(&mut response, &err);
+    response
+}
+
+/// Adds `Retry-After` to retryable errors and `WWW-Authenticate` to 401s.
+fn decorate(response: &mut Response, err: &IngestError) {
+    if let Some(after) = err.retry_after() {
+        let secs = after.as_secs().max(1).to_string();
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_str(&secs).expect("digits"));
+    }
+    if matches!(err, IngestError::Unauthenticated(_)) {
+        response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"mcpulse\""));
+    }
+}
+
+fn count_refusal(stats: &crate::stats::IngestStats, err: &IngestError) {
+    if err.is_retryable() {
+        stats.requests_throttled.fetch_add(1, Relaxed);
+    } else {
+        stats.requests_refused.fetch_add(1, Relaxed);
+    }
+}
+
+/// The media type of `Content-Type`, lower-cased, without parameters.
+fn media_type(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+    Some(value.split(';').next().unwrap_or("").trim()).filter(|m| !m.is_empty()).map(|m| {
+        // Header values are compared case-insensitively; the common spellings are lower case.
+        if m.bytes().any(|b| b.is_ascii_uppercase()) { leak_lower(m) } else { m }
+    })
+}
+
+fn leak_lower(m: &str) -> &'static str {
+    match m.to_ascii_lowercase().as_str() {
+        "application/x-protobuf" => "application/x-protobuf",
+        "application/json" => "application/json",
+        "application/x-ndjson" => "application/x-ndjson",
+        _ => "",
+    }
+}
+
+/// The request body, decompressed when `Content-Encoding: gzip`, within the limits.
+pub fn read_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    max_decompressed: usize,
+) -> Result<Bytes, IngestError> {
+    let body = body.map_err(|rejection| match rejection {
+        BytesRejection::FailedToBufferBody(e) if e.to_string().contains("length limit") => {
+            IngestError::PayloadTooLarge(format!("request body exceeds the limit: {e}"))
+        }
+        other => IngestError::BadRequest(format!("could not read the request body (truncated?): {other}")),
+    })?;
+    let encoding = headers.get(CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("") | Some("identity") => {
+            if body.len() > max_decompressed {
+                return Err(IngestError::PayloadTooLarge(format!("request body exceeds {max_decompressed} bytes")));
+            }
+            Ok(body)
+        }
+        Some("gzip") => {
+            let mut out = Vec::with_capacity(body.len() * 4);
+            flate2::read::GzDecoder::new(body.as_ref())
+                .take(max_decompressed as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| IngestError::BadRequest(format!("invalid gzip body: {e}")))?;
+            if out.len() > max_decompressed {
+                return Err(IngestError::PayloadTooLarge(format!(
+                    "decompressed request body exceeds {max_decompressed} bytes"
+                )));
+            }
+            Ok(Bytes::from(out))
+        }
+        Some(other) => {
+            Err(IngestError::UnsupportedMediaType(format!("unsupported Content-Encoding {other:?}: use gzip or none")))
+        }
+    }
+}
+
+#[derive(Clone)]
+struct ProbeState {
+    probes: ProbeIngest,
+    auth: Arc<Authenticator>,
+    max_request: usize,
+    max_decompressed: usize,
+}
+
+/// The probe results API (`POST /v1/probes`), served on the API port.
+pub fn probe_router(probes: ProbeIngest, auth: Arc<Authenticator>, config: &crate::IngestConfig) -> Router {
+    let state = ProbeState {
+        probes,
+        auth,
+        max_request: config.max_request_bytes,
+        max_decompressed: config.max_decompressed_bytes,
+    };
+    Router::new()
+        .route("/v1/probes", post(post_probes))
+        .layer(DefaultBodyLimit::max(state.max_request))
+        .with_state(state)
+}
+
+async fn post_probes(State(s): State<ProbeState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    match handle_probes(&s, &headers, body).await {
+        Ok(n) => (StatusCode::OK, axum::Json(serde_json::json!({"accepted": n}))).into_response(),
+        Err(err) => json_error(err),
+    }
+}
+
+async fn handle_probes(
+    s: &ProbeState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<usize, IngestError> {
+    let principal = s.auth.authenticate(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes))?;
+    let tenant = principal.tenant()?;
+    let framing = match media_type(headers) {
+        Some("application/json") => ProbeFraming::Json,
+        Some("application/x-ndjson") | Some("application/jsonl") => ProbeFraming::Ndjson,
+        other => {
+            return Err(IngestError::UnsupportedMediaType(format!(
+                "unsupported Content-Type {:?}: use application/json or application/x-ndjson",
+                other.unwrap_or("")
+            )));
+        }
+    };
+    let body = read_body(headers, body, s.max_decompressed)?;
+    let _permit = s.probes.pressure().admit(body.len())?;
+    s.probes.ingest(tenant, &body, framing).await
+}
+
+/// A JSON error response `{"error": "..."}` with the status of `err`.
+pub fn json_error(err: IngestError) -> Response {
+    let mut response = (err.http_status(), axum::Json(serde_json::json!({"error": err.to_string()}))).into_response();
+    decorate(&mut response, &err);
+    response
+}

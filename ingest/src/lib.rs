@@ -1,0 +1,20 @@
+//! The edges of mcpulse: OTLP/gRPC and OTLP/HTTP receivers, the probe results API and
+//! tenant authentication. A request is acknowledged only after the log has made
+//! everything it carried durable; nothing of a rejected request is written.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod pressure;
+pub mod probes;
+pub mod stats;
+pub mod traces;
+
+pub use auth::{Authenticator, Principal};
+pub use config::IngestConfig;
+pub use error::IngestError;
+pub use pressure::Backpressure;
+pub use probes::ProbeIngest;
+pub use traces::{ExportOutcome, TraceIngest};

@@ -1,0 +1,193 @@
+//! OTLP trace export: validate spans, split by (tenant, service), append to `spans.v1`.
+//!
+//! Each `ResourceSpans` is routed by its `service.name` to a message keyed
+//! `tenant/service` whose value is an `ExportTraceServiceRequest` (the OTel Collector's
+//! `otlp_proto` encoding). Spans that fail validation are dropped and reported as a
+//! partial success; the rest is acknowledged only once durable in the log.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use mcpulse_bus::{Message, Producer};
+use mcpulse_schemas::Topics;
+use mcpulse_schemas::tables::spans::SERVICE_NAME_ATTRIBUTE;
+use mcpulse_schemas::topics::{HEADER_CONTENT_TYPE, HEADER_TENANT, tenant_key};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+use prost::Message as _;
+
+use crate::stats::IngestStats;
+use crate::{Backpressure, IngestConfig, IngestError};
+
+/// How many rejection reasons are quoted in a partial-success message.
+const MAX_QUOTED_REJECTIONS: usize = 3;
+
+/// The result of an accepted export (possibly partial).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportOutcome {
+    pub accepted: u64,
+    pub rejected: u64,
+    /// Why spans were rejected (empty when none were).
+    pub message: String,
+}
+
+/// Appends OTLP trace exports to the log.
+#[derive(Clone)]
+pub struct TraceIngest {
+    producer: Arc<dyn Producer>,
+    topic: String,
+    config: IngestConfig,
+    pressure: Backpressure,
+    stats: Arc<IngestStats>,
+}
+
+impl TraceIngest {
+    pub fn new(
+        producer: Arc<dyn Producer>,
+        topics: &Topics,
+        config: IngestConfig,
+        pressure: Backpressure,
+        stats: Arc<IngestStats>,
+    ) -> Self {
+        Self { producer, topic: topics.spans(), config, pressure, stats }
+    }
+
+    pub fn pressure(&self) -> &Backpressure {
+        &self.pressure
+    }
+
+    pub fn config(&self) -> &IngestConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &Arc<IngestStats> {
+        &self.stats
+    }
+
+    /// Decodes a protobuf body and exports it.
+    pub async fn export_protobuf(&self, tenant: &str, body: Bytes) -> Result<ExportOutcome, IngestError> {
+        let request = ExportTraceServiceRequest::decode(body.as_ref())
+            .map_err(|e| IngestError::BadRequest(format!("invalid ExportTraceServiceRequest protobuf: {e}")))?;
+        self.export(tenant, request, Some(body)).await
+    }
+
+    /// Validates and appends `request`. `raw` is its protobuf encoding when the caller has
+    /// it; a request that needs no splitting or filtering is forwarded as is.
+    pub async fn export(
+        &self,
+        tenant: &str,
+        mut request: ExportTraceServiceRequest,
+        raw: Option<Bytes>,
+    ) -> Result<ExportOutcome, IngestError> {
+        let mut outcome = ExportOutcome::default();
+        let mut reasons = Vec::new();
+        let (earliest, latest) = self.window();
+        for rs in &mut request.resource_spans {
+            for ss in &mut rs.scope_spans {
+                ss.spans.retain(|span| match check_span(span, earliest, latest) {
+                    Ok(()) => {
+                        outcome.accepted += 1;
+                        true
+                    }
+                    Err(reason) => {
+                        outcome.rejected += 1;
+                        if reasons.len() < MAX_QUOTED_REJECTIONS {
+                            reasons.push(reason);
+                        }
+                        false
+                    }
+                });
+            }
+            rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+        }
+        request.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
+        if outcome.rejected > 0 {
+            outcome.message = format!("{} span(s) rejected: {}", outcome.rejected, reasons.join("; "));
+            self.stats.spans_rejected.fetch_add(outcome.rejected, Relaxed);
+        }
+        if outcome.accepted == 0 {
+            return Ok(outcome);
+        }
+
+        let groups = group_by_service(request.resource_spans);
+        let single = groups.len() == 1 && outcome.rejected == 0;
+        let mut messages = Vec::with_capacity(groups.len());
+        for (service, resource_spans) in groups {
+            let value = match (&raw, single) {
+                (Some(raw), true) => raw.clone(),
+                _ => Bytes::from(ExportTraceServiceRequest { resource_spans }.encode_to_vec()),
+            };
+            messages.push(
+                Message::new(Some(Bytes::from(tenant_key(tenant, &service))), value)
+                    .with_header(HEADER_TENANT, Bytes::copy_from_slice(tenant.as_bytes()))
+                    .with_header(HEADER_CONTENT_TYPE, Bytes::from_static(b"application/x-protobuf")),
+            );
+        }
+        self.producer
+            .send(&self.topic, messages)
+            .await
+            .map_err(|e| IngestError::from_bus(e, self.pressure.retry_after()))?;
+        self.stats.spans_accepted.fetch_add(outcome.accepted, Relaxed);
+        Ok(outcome)
+    }
+
+    /// The accepted range of span start times, in Unix nanoseconds.
+    fn window(&self) -> (u64, u64) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let earliest = now.saturating_sub(self.config.max_age).as_nanos() as u64;
+        let latest = (now + self.config.max_future).as_nanos() as u64;
+        (earliest, latest)
+    }
+}
+
+/// Why a span is not accepted, or `Ok`.
+fn check_span(span: &Span, earliest: u64, latest: u64) -> Result<(), String> {
+    let id = || hex_id(&span.span_id);
+    if span.trace_id.len() != 16 || span.trace_id.iter().all(|b| *b == 0) {
+        return Err(format!("span {}: trace_id must be 16 bytes and not all zero", id()));
+    }
+    if span.span_id.len() != 8 || span.span_id.iter().all(|b| *b == 0) {
+        return Err(format!("span {}: span_id must be 8 bytes and not all zero", id()));
+    }
+    if !(span.parent_span_id.is_empty() || span.parent_span_id.len() == 8) {
+        return Err(format!("span {}: parent_span_id must be empty or 8 bytes", id()));
+    }
+    if span.start_time_unix_nano < earliest || span.start_time_unix_nano > latest {
+        return Err(format!(
+            "span {}: start_time_unix_nano {} is outside the accepted window (too far in the past or future)",
+            id(),
+            span.start_time_unix_nano
+        ));
+    }
+    if span.end_time_unix_nano < span.start_time_unix_nano {
+        return Err(format!("span {}: end_time_unix_nano is before start_time_unix_nano", id()));
+    }
+    Ok(())
+}
+
+fn hex_id(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Groups resource spans by `service.name` (in a stable order).
+fn group_by_service(resource_spans: Vec<ResourceSpans>) -> BTreeMap<String, Vec<ResourceSpans>> {
+    let mut groups: BTreeMap<String, Vec<ResourceSpans>> = BTreeMap::new();
+    for rs in resource_spans {
+        let service = rs
+            .resource
+            .as_ref()
+            .and_then(|r| r.attributes.iter().find(|kv| kv.key == SERVICE_NAME_ATTRIBUTE))
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|v| match &v.value {
+                Some(Value::StringValue(s)) if !s.is_empty() => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "unknown_service".to_string());
+        groups.entry(service).or_default().push(rs);
+    }
+    groups
+}

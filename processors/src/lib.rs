@@ -1,0 +1,13 @@
+//! The stream runtime (consume → operate → make durable → commit) and its operators.
+//!
+//! The first operator is the [`archive::Archiver`], which turns `spans.v1` and `probes.v1`
+//! into Parquet files on object storage and commits offsets only after the files exist.
+
+pub mod archive;
+pub mod dlq;
+pub mod operator;
+pub mod runtime;
+pub mod stats;
+
+pub use operator::{Operator, OperatorError};
+pub use runtime::{Runtime, RuntimeConfig};

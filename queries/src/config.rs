@@ -1,0 +1,23 @@
+//! Query limits (`query:` in mcpulse.yaml).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Most rows one query returns; the rest is cut off (and the response says so).
+    pub max_rows: usize,
+    /// Longest a query may run.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// DataFusion partitions (parallelism) per query.
+    pub target_partitions: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self { max_rows: 100_000, timeout: Duration::from_secs(60), target_partitions: 2 }
+    }
+}

@@ -1,0 +1,14 @@
+//! SQL over the archive: a DataFusion catalog of the archive tables with hive partition
+//! pruning on tenant, date and hour, tenant scoping, output formats and the HTTP SQL
+//! endpoint.
+
+pub mod catalog;
+pub mod config;
+pub mod engine;
+pub mod format;
+pub mod http;
+
+pub use catalog::ArchiveCatalog;
+pub use config::QueryConfig;
+pub use engine::{QueryEngine, QueryError, Scope};
+pub use format::OutputFormat;

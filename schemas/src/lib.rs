@@ -1,0 +1,13 @@
+//! mcpulse's data contracts: topic names and headers of the log, the Arrow schemas of
+//! every archive table, and the event types external producers send (with JSON Schemas).
+//!
+//! This crate does no I/O.
+
+pub mod metrics;
+pub mod probe;
+pub mod tables;
+pub mod topics;
+
+pub use probe::{FailureReason, FieldError, Phase, PhaseTimings, ProbeResult, ProtocolEra};
+pub use tables::Table;
+pub use topics::Topics;

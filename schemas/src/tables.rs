@@ -1,0 +1,263 @@
+//! Arrow schemas of the archive tables.
+//!
+//! Every table is stored as Parquet under
+//! `{root}/{table}/tenant={t}/date={YYYY-MM-DD}/hour={HH}/{name}.parquet`; `tenant`, `date`
+//! and `hour` are hive partition columns taken from the path, so they are not stored in
+//! the files themselves (the tenant is also recorded in each file's footer metadata).
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+/// Partition columns, in path order.
+pub const PARTITION_COLUMNS: [&str; 3] = ["tenant", "date", "hour"];
+/// Footer metadata key naming the tenant of a file.
+pub const META_TENANT: &str = "mcpulse.tenant";
+/// Footer metadata keys with the min/max event time of a file (RFC 3339).
+pub const META_MIN_TIME: &str = "mcpulse.min_time";
+pub const META_MAX_TIME: &str = "mcpulse.max_time";
+
+/// The archive tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Table {
+    Spans,
+    Probes,
+}
+
+impl Table {
+    pub const ALL: [Table; 2] = [Table::Spans, Table::Probes];
+
+    /// Table (and folder) name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Spans => "spans",
+            Table::Probes => "probes",
+        }
+    }
+
+    /// Schema of the stored files (without partition columns).
+    pub fn schema(self) -> SchemaRef {
+        match self {
+            Table::Spans => SPANS.clone(),
+            Table::Probes => PROBES.clone(),
+        }
+    }
+
+    /// The event-time column that decides a row's date/hour partition.
+    pub fn time_column(self) -> &'static str {
+        match self {
+            Table::Spans => spans::START_TIME,
+            Table::Probes => probes::TIME,
+        }
+    }
+
+    /// The column rows are sorted by before the time column ("server").
+    pub fn server_column(self) -> &'static str {
+        match self {
+            Table::Spans => spans::SERVICE_NAME,
+            Table::Probes => probes::SERVER,
+        }
+    }
+}
+
+/// Timestamps are nanoseconds since the Unix epoch, UTC.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+
+/// `Map<Utf8, Utf8>` with the field names Arrow and Parquet use by default.
+pub fn string_map_type() -> DataType {
+    let entries = Field::new(
+        "entries",
+        DataType::Struct(Fields::from(vec![
+            Field::new("keys", DataType::Utf8, false),
+            Field::new("values", DataType::Utf8, true),
+        ])),
+        false,
+    );
+    DataType::Map(Arc::new(entries), false)
+}
+
+/// Column names of `spans`.
+pub mod spans {
+    pub const TRACE_ID: &str = "trace_id";
+    pub const SPAN_ID: &str = "span_id";
+    pub const PARENT_SPAN_ID: &str = "parent_span_id";
+    pub const TRACE_STATE: &str = "trace_state";
+    pub const NAME: &str = "name";
+    pub const KIND: &str = "kind";
+    pub const START_TIME: &str = "start_time";
+    pub const END_TIME: &str = "end_time";
+    pub const DURATION_NS: &str = "duration_ns";
+    pub const STATUS_CODE: &str = "status_code";
+    pub const STATUS_MESSAGE: &str = "status_message";
+    pub const SERVICE_NAME: &str = "service_name";
+    pub const MCP_METHOD_NAME: &str = "mcp_method_name";
+    pub const GEN_AI_TOOL_NAME: &str = "gen_ai_tool_name";
+    pub const MCP_SESSION_ID: &str = "mcp_session_id";
+    pub const MCP_PROTOCOL_VERSION: &str = "mcp_protocol_version";
+    pub const ERROR_TYPE: &str = "error_type";
+    pub const JSONRPC_REQUEST_ID: &str = "jsonrpc_request_id";
+    pub const NETWORK_TRANSPORT: &str = "network_transport";
+    pub const SCOPE_NAME: &str = "scope_name";
+    pub const SCOPE_VERSION: &str = "scope_version";
+    pub const RESOURCE_ATTRIBUTES: &str = "resource_attributes";
+    pub const SCOPE_ATTRIBUTES: &str = "scope_attributes";
+    pub const ATTRIBUTES: &str = "attributes";
+    pub const EVENTS: &str = "events";
+    pub const LINKS: &str = "links";
+
+    /// Span attributes promoted to their own typed columns (attribute key, column), in
+    /// schema order. They are not repeated in the `attributes` map.
+    pub const PROMOTED_ATTRIBUTES: [(&str, &str); 7] = [
+        ("mcp.method.name", MCP_METHOD_NAME),
+        ("gen_ai.tool.name", GEN_AI_TOOL_NAME),
+        ("mcp.session.id", MCP_SESSION_ID),
+        ("mcp.protocol.version", MCP_PROTOCOL_VERSION),
+        ("error.type", ERROR_TYPE),
+        ("jsonrpc.request.id", JSONRPC_REQUEST_ID),
+        ("network.transport", NETWORK_TRANSPORT),
+    ];
+
+    /// The resource attribute that names the service (promoted to `service_name`).
+    pub const SERVICE_NAME_ATTRIBUTE: &str = "service.name";
+}
+
+/// Column names of `probes`.
+pub mod probes {
+    pub const TIME: &str = "time";
+    pub const PROBE_ID: &str = "probe_id";
+    pub const SERVER: &str = "server";
+    pub const URL: &str = "url";
+    pub const REGION: &str = "region";
+    pub const OK: &str = "ok";
+    pub const FAILURE_REASON: &str = "failure_reason";
+    pub const FAILURE_PHASE: &str = "failure_phase";
+    pub const FAILURE_DETAIL: &str = "failure_detail";
+    pub const HTTP_STATUS: &str = "http_status";
+    pub const JSONRPC_ERROR_CODE: &str = "jsonrpc_error_code";
+    pub const PROTOCOL_ERA: &str = "protocol_era";
+    pub const PROTOCOL_VERSION: &str = "protocol_version";
+    pub const DNS_MS: &str = "dns_ms";
+    pub const CONNECT_MS: &str = "connect_ms";
+    pub const TLS_MS: &str = "tls_ms";
+    pub const FIRST_BYTE_MS: &str = "first_byte_ms";
+    pub const INITIALIZE_MS: &str = "initialize_ms";
+    pub const TOOLS_LIST_MS: &str = "tools_list_ms";
+    pub const TOTAL_MS: &str = "total_ms";
+    pub const TOOL_COUNT: &str = "tool_count";
+    pub const TOOLS_HASH: &str = "tools_hash";
+    pub const TOOLS: &str = "tools";
+    pub const TLS_EXPIRES_AT: &str = "tls_expires_at";
+    pub const LABELS: &str = "labels";
+    pub const PROBER: &str = "prober";
+}
+
+static SPANS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    use spans::*;
+    let s = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    let event = Field::new(
+        "item",
+        DataType::Struct(Fields::from(vec![
+            Field::new("time", timestamp_type(), false),
+            s("name", false),
+            Field::new("attributes", string_map_type(), false),
+        ])),
+        true,
+    );
+    let link = Field::new(
+        "item",
+        DataType::Struct(Fields::from(vec![
+            s("trace_id", false),
+            s("span_id", false),
+            s("trace_state", true),
+            Field::new("attributes", string_map_type(), false),
+        ])),
+        true,
+    );
+    let mut fields = vec![
+        s(TRACE_ID, false),
+        s(SPAN_ID, false),
+        s(PARENT_SPAN_ID, true),
+        s(TRACE_STATE, true),
+        s(NAME, false),
+        s(KIND, false),
+        Field::new(START_TIME, timestamp_type(), false),
+        Field::new(END_TIME, timestamp_type(), false),
+        Field::new(DURATION_NS, DataType::Int64, false),
+        s(STATUS_CODE, false),
+        s(STATUS_MESSAGE, true),
+        s(SERVICE_NAME, false),
+    ];
+    fields.extend(PROMOTED_ATTRIBUTES.iter().map(|(_, col)| s(col, true)));
+    fields.extend([
+        s(SCOPE_NAME, true),
+        s(SCOPE_VERSION, true),
+        Field::new(RESOURCE_ATTRIBUTES, string_map_type(), false),
+        Field::new(SCOPE_ATTRIBUTES, string_map_type(), false),
+        Field::new(ATTRIBUTES, string_map_type(), false),
+        Field::new(EVENTS, DataType::List(Arc::new(event)), false),
+        Field::new(LINKS, DataType::List(Arc::new(link)), false),
+    ]);
+    Arc::new(Schema::new(fields))
+});
+
+static PROBES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    use probes::*;
+    let s = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    let ms = |name: &str| Field::new(name, DataType::Float64, true);
+    Arc::new(Schema::new(vec![
+        Field::new(TIME, timestamp_type(), false),
+        s(PROBE_ID, true),
+        s(SERVER, false),
+        s(URL, true),
+        s(REGION, false),
+        Field::new(OK, DataType::Boolean, false),
+        s(FAILURE_REASON, true),
+        s(FAILURE_PHASE, true),
+        s(FAILURE_DETAIL, true),
+        Field::new(HTTP_STATUS, DataType::Int32, true),
+        Field::new(JSONRPC_ERROR_CODE, DataType::Int64, true),
+        s(PROTOCOL_ERA, true),
+        s(PROTOCOL_VERSION, true),
+        ms(DNS_MS),
+        ms(CONNECT_MS),
+        ms(TLS_MS),
+        ms(FIRST_BYTE_MS),
+        ms(INITIALIZE_MS),
+        ms(TOOLS_LIST_MS),
+        ms(TOTAL_MS),
+        Field::new(TOOL_COUNT, DataType::Int32, true),
+        s(TOOLS_HASH, true),
+        s(TOOLS, true),
+        Field::new(TLS_EXPIRES_AT, timestamp_type(), true),
+        Field::new(LABELS, string_map_type(), false),
+        s(PROBER, true),
+    ]))
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_schema_promotes_mcp_attributes() {
+        let schema = Table::Spans.schema();
+        for (_, col) in spans::PROMOTED_ATTRIBUTES {
+            assert_eq!(schema.field_with_name(col).unwrap().data_type(), &DataType::Utf8);
+        }
+        assert_eq!(schema.field_with_name("start_time").unwrap().data_type(), &timestamp_type());
+        assert!(matches!(schema.field_with_name("events").unwrap().data_type(), DataType::List(_)));
+    }
+
+    #[test]
+    fn no_table_stores_partition_columns() {
+        for table in Table::ALL {
+            for col in PARTITION_COLUMNS {
+                assert!(table.schema().field_with_name(col).is_err(), "{} stores {col}", table.name());
+            }
+            assert!(table.schema().field_with_name(table.time_column()).is_ok());
+            assert!(table.schema().field_with_name(table.server_column()).is_ok());
+        }
+    }
+}

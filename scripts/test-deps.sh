@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Installs what mcpulse's test suite needs beyond the Rust toolchain, on a fresh
+# Debian 12 machine (root, python3.11 with pip). Idempotent, and fast (well under
+# a second) when everything is already in place.
+#
+#   1. Debian packages listed in APT_PACKAGES, only those `dpkg -s` says are missing
+#      (`apt-get update` runs once, and only when something must be installed).
+#   2. A Python virtualenv at ${MCPULSE_VENV:-$HOME/.cache/mcpulse/venv} (outside the
+#      repo, so CI runs on the same machine reuse it) holding the pinned packages of
+#      tests/python/requirements.txt. It is rebuilt only when that file (or the base
+#      Python) changed: a hash of both is stored inside the venv.
+#
+# Use either way:
+#   MCPULSE_PYTHON="$(bash scripts/test-deps.sh)"   # stdout is only the venv's python
+#   source scripts/test-deps.sh                      # exports MCPULSE_PYTHON
+# Progress goes to stderr. Env knobs: MCPULSE_VENV (venv dir), MCPULSE_BASE_PYTHON
+# (interpreter to build the venv from; default python3.11, else python3 >= 3.10).
+
+# Sourced: run this file as a child process (so its `set -e` and `exit` cannot touch
+# the caller's shell) and export the interpreter path it prints.
+if [[ "${BASH_SOURCE[0]}" != "${0}" ]]; then
+    if MCPULSE_PYTHON="$(bash "${BASH_SOURCE[0]}")" && [[ -n "${MCPULSE_PYTHON}" ]]; then
+        export MCPULSE_PYTHON
+        return 0
+    fi
+    echo "test-deps: failed to install the test dependencies" >&2
+    unset MCPULSE_PYTHON
+    return 1
+fi
+
+set -euo pipefail
+
+# Debian packages the tests need. None today; add names here (the venv step below
+# adds pythonX.Y-venv by itself when the base Python cannot create a venv).
+APT_PACKAGES=()
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REQUIREMENTS="${REPO_ROOT}/tests/python/requirements.txt"
+VENV="${MCPULSE_VENV:-${HOME}/.cache/mcpulse/venv}"
+STAMP="${VENV}/.mcpulse-requirements.sha256"
+
+log() { echo "test-deps: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------
+# Base Python: >= 3.10 (the OpenTelemetry packages require it). One call per
+# candidate gives its real path (not a pyenv shim), X.Y and full version.
+pick_python() {
+    local candidates=() c
+    if [[ -n "${MCPULSE_BASE_PYTHON:-}" ]]; then
+        candidates=("${MCPULSE_BASE_PYTHON}")
+    else
+        candidates=(python3.11 python3)
+    fi
+    for c in "${candidates[@]}"; do
+        command -v "$c" >/dev/null 2>&1 || continue
+        "$c" -c '
+import sys
+if sys.version_info < (3, 10):
+    sys.exit(1)
+print(sys.executable)
+print("%d.%d" % sys.version_info[:2])
+print(sys.version.replace("\n", " "))
+' 2>/dev/null && return 0
+    done
+    return 1
+}
+PY_INFO="$(pick_python)" || die "no Python >= 3.10 found (tried ${MCPULSE_BASE_PYTHON:-python3.11 python3})"
+{ read -r BASE_PYTHON; read -r BASE_PY_VERSION; read -r BASE_PY_FULL_VERSION; } <<<"${PY_INFO}"
+
+# Debian's own python3.X ships `venv` without ensurepip unless pythonX.Y-venv is
+# installed; a pyenv or python.org build has it already.
+if ! "${BASE_PYTHON}" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    APT_PACKAGES+=("python${BASE_PY_VERSION}-venv")
+fi
+
+# ---------------------------------------------------------------------------
+# 1. Debian packages, only the missing ones.
+install_apt_packages() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    command -v apt-get >/dev/null 2>&1 || die "missing Debian packages (${missing[*]}) and no apt-get"
+    local as_root=()
+    if [[ "$(id -u)" != 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || die "need root to install: ${missing[*]}"
+        as_root=(sudo)
+    fi
+    log "installing Debian packages: ${missing[*]}"
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+if ((${#APT_PACKAGES[@]} > 0)); then
+    install_apt_packages "${APT_PACKAGES[@]}"
+fi
+
+# ---------------------------------------------------------------------------
+# 2. The Python virtualenv.
+[[ -f "${REQUIREMENTS}" ]] || die "missing ${REQUIREMENTS}"
+
+# What the venv was built from: the requirements and the exact base interpreter.
+want_stamp() {
+    {
+        sha256sum <"${REQUIREMENTS}" | cut -d' ' -f1
+        echo "${BASE_PYTHON}"
+        echo "${BASE_PY_FULL_VERSION}"
+    } | sha256sum | cut -d' ' -f1
+}
+WANT="$(want_stamp)"
+VENV_PY="${VENV}/bin/python"
+
+venv_is_current() {
+    [[ -f "${STAMP}" && "$(cat "${STAMP}")" == "${WANT}" ]] &&
+        [[ -x "${VENV_PY}" ]] && "${VENV_PY}" -c '' >/dev/null 2>&1
+}
+
+if venv_is_current; then
+    log "venv up to date: ${VENV}"
+else
+    mkdir -p "$(dirname "${VENV}")"
+    # Serialize concurrent runs (two CI jobs on one machine) on a lock beside the venv.
+    exec 9>"${VENV}.lock"
+    if command -v flock >/dev/null 2>&1; then flock 9; fi
+    if venv_is_current; then # another run built it while we waited
+        log "venv up to date: ${VENV}"
+    else
+        log "building venv ${VENV} from ${BASE_PYTHON} (Python ${BASE_PY_VERSION})"
+        rm -f "${STAMP}"
+        "${BASE_PYTHON}" -m venv --clear "${VENV}" >&2
+        "${VENV_PY}" -m pip install --quiet --disable-pip-version-check --no-input \
+            --prefer-binary -r "${REQUIREMENTS}" >&2
+        # Fail here, not in the first test, if the exporters cannot be imported.
+        "${VENV_PY}" -c '
+import opentelemetry.sdk.trace
+import opentelemetry.exporter.otlp.proto.grpc.trace_exporter
+import opentelemetry.exporter.otlp.proto.http.trace_exporter
+import opentelemetry.exporter.otlp.json.http.trace_exporter
+' >&2
+        echo "${WANT}" >"${STAMP}"
+        log "venv ready"
+    fi
+    exec 9>&-
+fi
+
+# Last (and only) line on stdout: the interpreter the tests should run.
+echo "${VENV_PY}"

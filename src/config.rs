@@ -1,0 +1,322 @@
+//! `mcpulse.yaml`: one file for every role, with `${ENV}` references for secrets.
+//!
+//! Unknown fields are rejected and every error names the field (and line) at fault.
+//! Values substituted from the environment are scrubbed from error messages, so a secret
+//! never appears in an error even when it sits in the wrong field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use mcpulse_bus::embedded::EmbeddedConfig;
+use mcpulse_ingest::IngestConfig;
+use mcpulse_ingest::auth::{AuthConfig, Authenticator};
+use mcpulse_processors::RuntimeConfig;
+use mcpulse_processors::archive::ArchiveConfig;
+use mcpulse_queries::QueryConfig;
+use mcpulse_schemas::Topics;
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Folder for the embedded log, the default archive and state (default `./data`).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The log backend.
+    #[serde(default)]
+    pub bus: BusConfig,
+    /// Topic names.
+    #[serde(default)]
+    pub topics: Topics,
+    /// Addresses to listen on.
+    #[serde(default)]
+    pub listen: ListenConfig,
+    /// Tenants, operators and their tokens.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Request limits at the edges.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    /// Parquet archive.
+    #[serde(default)]
+    pub archive: ArchiveConfig,
+    /// Stream runtime tuning.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// SQL limits.
+    #[serde(default)]
+    pub query: QueryConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+/// `bus:` — which log to use.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum BusConfig {
+    /// The embedded durable log under `{data_dir}/log` (one process, no services).
+    Embedded {
+        /// Partitions of each topic.
+        #[serde(default = "default_partitions")]
+        partitions: u32,
+        /// Segment size, retention and write-queue limits of the embedded log.
+        #[serde(default)]
+        log: EmbeddedTuning,
+    },
+}
+
+fn default_partitions() -> u32 {
+    4
+}
+
+/// Tuning of the embedded log (its folder is always `{data_dir}/log`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedTuning {
+    /// Bytes per segment file before a new one starts.
+    pub segment_bytes: Option<u64>,
+    /// How long messages are kept, e.g. `24h`.
+    #[serde(default, with = "humantime_serde")]
+    pub retention: Option<std::time::Duration>,
+    /// Bytes queued for append but not yet durable before producers are refused.
+    pub max_pending_bytes: Option<u64>,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig::Embedded { partitions: default_partitions(), log: EmbeddedTuning::default() }
+    }
+}
+
+/// `listen:` — the three ports of `mcpulse run`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// OTLP/gRPC.
+    pub otlp_grpc: SocketAddr,
+    /// OTLP/HTTP (`/v1/traces`).
+    pub otlp_http: SocketAddr,
+    /// Probe API, SQL endpoint, health and metrics.
+    pub api: SocketAddr,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            otlp_grpc: "127.0.0.1:4317".parse().expect("valid"),
+            otlp_http: "127.0.0.1:4318".parse().expect("valid"),
+            api: "127.0.0.1:7080".parse().expect("valid"),
+        }
+    }
+}
+
+/// `log:` — how mcpulse logs.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `mcpulse=debug,info` (RUST_LOG overrides it).
+    pub level: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// A configuration error, naming the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// The configuration `mcpulse run` uses without a file: everything on loopback, the
+    /// embedded log, a local archive, and requests without a token acting as tenant
+    /// `default`.
+    pub fn embedded_default() -> Self {
+        let mut config: Config = serde_yaml_ng::from_str("{}").expect("defaults deserialize");
+        config.auth.anonymous_tenant = Some("default".into());
+        config
+    }
+
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text, |name| std::env::var(name).ok())
+            .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// Parses YAML text, substituting `${NAME}` from `env`, and validates the result.
+    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let (expanded, secrets) = interpolate(text, env)?;
+        let scrub = |message: String| {
+            secrets.iter().filter(|s| !s.is_empty()).fold(message, |m, s| m.replace(s.as_str(), "***"))
+        };
+        let deserializer = serde_yaml_ng::Deserializer::from_str(&expanded);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            ConfigError(scrub(if path == "." { inner } else { format!("{path}: {inner}") }))
+        })?;
+        config.validate().map_err(|e| ConfigError(scrub(e.0)))?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        Authenticator::new(&self.auth).map_err(ConfigError)?;
+        let BusConfig::Embedded { partitions, .. } = &self.bus;
+        if *partitions == 0 || *partitions > 256 {
+            return Err(ConfigError("bus.partitions: must be between 1 and 256".into()));
+        }
+        if self.archive.flush_rows == 0 {
+            return Err(ConfigError("archive.flush_rows: must be positive".into()));
+        }
+        if !(1..=22).contains(&self.archive.zstd_level) {
+            return Err(ConfigError("archive.zstd_level: must be between 1 and 22".into()));
+        }
+        if self.archive.row_group_rows == 0 {
+            return Err(ConfigError("archive.row_group_rows: must be positive".into()));
+        }
+        if let Some(url) = &self.archive.url
+            && url.contains("://")
+            && !url.starts_with("file://")
+        {
+            return Err(ConfigError(format!(
+                "archive.url: {url:?} uses an unsupported scheme (this build supports file:// and plain paths)"
+            )));
+        }
+        if self.query.max_rows == 0 {
+            return Err(ConfigError("query.max_rows: must be positive".into()));
+        }
+        if self.topics.prefix.chars().any(|c| !(c.is_ascii_alphanumeric() || "._-".contains(c))) {
+            return Err(ConfigError("topics.prefix: only letters, digits, '.', '_' and '-' are allowed".into()));
+        }
+        Ok(())
+    }
+
+    pub fn embedded_log(&self) -> EmbeddedConfig {
+        let BusConfig::Embedded { partitions, log } = &self.bus;
+        let mut config = EmbeddedConfig { dir: self.data_dir.join("log"), ..EmbeddedConfig::default() };
+        config.default_partitions = *partitions;
+        if let Some(v) = log.segment_bytes {
+            config.segment_bytes = v;
+        }
+        if let Some(v) = log.retention {
+            config.retention = v;
+        }
+        if let Some(v) = log.max_pending_bytes {
+            config.max_pending_bytes = v;
+        }
+        config
+    }
+
+    pub fn partitions(&self) -> u32 {
+        let BusConfig::Embedded { partitions, .. } = &self.bus;
+        *partitions
+    }
+}
+
+/// Replaces `${NAME}` with the variable's value; `$${` escapes a literal `${`. Returns the
+/// text and the substituted values (to scrub from errors).
+fn interpolate(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<(String, Vec<String>), ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut secrets = Vec::new();
+    for (lineno, line) in text.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        while let Some(start) = rest.find("${") {
+            if start > 0 && rest.as_bytes()[start - 1] == b'$' {
+                out.push_str(&rest[..start - 1]);
+                out.push_str("${");
+                rest = &rest[start + 2..];
+                continue;
+            }
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| ConfigError(format!("line {}: unterminated ${{ reference", lineno + 1)))?;
+            let name = &after[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(ConfigError(format!("line {}: invalid variable name {name:?} in ${{…}}", lineno + 1)));
+            }
+            let value = env(name).ok_or_else(|| {
+                ConfigError(format!("line {}: environment variable {name} is not set", lineno + 1))
+            })?;
+            out.push_str(&value);
+            secrets.push(value);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+    }
+    Ok((out, secrets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "ACME_TOKEN" => Some("acme-token-123".into()),
+            "NUMBER_SECRET" => Some("s3cr3t-value".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded_default();
+        c.validate().unwrap();
+        assert_eq!(c.listen.otlp_grpc.port(), 4317);
+        assert_eq!(c.listen.otlp_http.port(), 4318);
+        assert_eq!(c.auth.anonymous_tenant.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn interpolates_tokens() {
+        let c = Config::parse("auth:\n  tenants:\n    - id: acme\n      tokens: [\"${ACME_TOKEN}\"]\n", env).unwrap();
+        assert_eq!(c.auth.tenants[0].tokens, vec!["acme-token-123".to_string()]);
+    }
+
+    #[test]
+    fn errors_name_the_field_and_hide_secrets() {
+        let err = Config::parse("archive:\n  flush_rowz: 3\n", env).unwrap_err().0;
+        assert!(err.contains("archive") && err.contains("flush_rowz"), "{err}");
+        let err = Config::parse("archive:\n  flush_rows: \"${NUMBER_SECRET}\"\n", env).unwrap_err().0;
+        assert!(err.contains("archive.flush_rows"), "{err}");
+        assert!(!err.contains("s3cr3t-value"), "{err}");
+        let err = Config::parse("auth:\n  anonymous_tenant: ${MISSING}\n", env).unwrap_err().0;
+        assert!(err.contains("line 2") && err.contains("MISSING"), "{err}");
+        let err = Config::parse("auth:\n  anonymous_tenant: \"a/b\"\n", env).unwrap_err().0;
+        assert!(err.starts_with("auth.anonymous_tenant"), "{err}");
+        let err = Config::parse("listen:\n  api: nowhere\n", env).unwrap_err().0;
+        assert!(err.starts_with("listen.api"), "{err}");
+        let err = Config::parse("archive:\n  url: s3://bucket/x\n  \n", |_| None).unwrap_err().0;
+        assert!(err.starts_with("archive.url"), "{err}");
+    }
+
+    #[test]
+    fn escaped_dollar_is_kept() {
+        let c = Config::parse("auth:\n  anonymous_tenant: a$${x}\n", env);
+        // `a${x}` is not a valid tenant id, and the error shows the literal text.
+        assert!(c.unwrap_err().0.contains("a${x}"));
+    }
+}

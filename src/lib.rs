@@ -1,0 +1,10 @@
+//! The `mcpulse` binary's library: configuration, and the wiring of roles (ingest,
+//! process, serve) onto a log and an archive.
+
+pub mod api;
+pub mod archive_store;
+pub mod config;
+pub mod run;
+pub mod telemetry;
+
+pub use config::Config;

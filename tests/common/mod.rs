@@ -1,0 +1,215 @@
+//! Harness of the end-to-end tests: starts the real `mcpulse` binary on free loopback
+//! ports with a temporary data directory, and talks to it like a user would.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ACME_TOKEN: &str = "acme-token-0123456789";
+pub const GLOBEX_TOKEN: &str = "globex-token-0123456789";
+pub const OPERATOR_TOKEN: &str = "operator-token-0123456789";
+
+/// A running `mcpulse run`.
+pub struct Mcpulse {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub child: Option<Child>,
+    pub otlp_grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
+    pub api: SocketAddr,
+}
+
+/// The configuration every test starts from; `extra` is appended (top-level YAML keys).
+pub fn config_yaml(data_dir: &Path, extra: &str) -> String {
+    format!(
+        r#"data_dir: {data}
+listen:
+  otlp_grpc: 127.0.0.1:0
+  otlp_http: 127.0.0.1:0
+  api: 127.0.0.1:0
+auth:
+  tenants:
+    - id: acme
+      tokens: ["${{ACME_TOKEN}}"]
+    - id: globex
+      tokens: ["{GLOBEX_TOKEN}"]
+  operators:
+    - name: ops
+      tokens: ["{OPERATOR_TOKEN}"]
+{extra}"#,
+        data = data_dir.display()
+    )
+}
+
+impl Mcpulse {
+    /// Starts mcpulse with the default test configuration plus `extra` YAML. Archive
+    /// flushes are fast so data is queryable within a second.
+    pub fn start(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let extra = if extra.contains("archive:") {
+            extra.to_string()
+        } else {
+            format!("archive:\n  flush_interval: 300ms\n{extra}")
+        };
+        let config = dir.path().join("mcpulse.yaml");
+        std::fs::write(&config, config_yaml(&dir.path().join("data"), &extra)).unwrap();
+        let mut m = Mcpulse {
+            dir,
+            config,
+            child: None,
+            otlp_grpc: "0.0.0.0:0".parse().unwrap(),
+            otlp_http: "0.0.0.0:0".parse().unwrap(),
+            api: "0.0.0.0:0".parse().unwrap(),
+        };
+        m.spawn();
+        m
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// (Re)starts the process on the same data directory and waits until it is ready.
+    pub fn spawn(&mut self) {
+        let ready = self.data_dir().join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("mcpulse.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_mcpulse"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("ACME_TOKEN", ACME_TOKEN)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start mcpulse");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                self.otlp_grpc = v["otlp_grpc"].as_str().unwrap().parse().unwrap();
+                self.otlp_http = v["otlp_http"].as_str().unwrap().parse().unwrap();
+                self.api = v["api"].as_str().unwrap().parse().unwrap();
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("mcpulse exited with {status} before it was ready:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "mcpulse not ready after 60s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mcpulse.log")).unwrap_or_default()
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe_sigterm(child.id());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "mcpulse did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `mcpulse query --format json SQL` against this instance's archive.
+    pub fn query_cli(&self, sql: &str) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mcpulse"))
+            .args(["query", "--format", "json", "--config"])
+            .arg(&self.config)
+            .arg(sql)
+            .env("ACME_TOKEN", ACME_TOKEN)
+            .output()
+            .expect("run mcpulse query")
+    }
+
+    /// Rows of `sql` (JSON objects), via the CLI.
+    pub fn query(&self, sql: &str) -> Vec<serde_json::Value> {
+        let out = self.query_cli(sql);
+        assert!(out.status.success(), "query failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Polls `sql` (which returns one row with column `n`) until it reaches `expected`.
+    pub fn wait_count(&self, sql: &str, expected: i64) -> i64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let n = self.query(sql)[0]["n"].as_i64().unwrap();
+            if n >= expected || Instant::now() > deadline {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    pub fn otlp_url(&self) -> String {
+        format!("http://{}/v1/traces", self.otlp_http)
+    }
+}
+
+impl Drop for Mcpulse {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    assert!(status.success());
+}
+
+/// The Python of the test virtualenv (made by scripts/test-deps.sh).
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MCPULSE_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = std::env::var_os("MCPULSE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/mcpulse/venv"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "no test virtualenv at {}: run `bash scripts/test-deps.sh` (the README test command does)",
+        venv.display()
+    );
+    python
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A blocking HTTP client with a short timeout.
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
