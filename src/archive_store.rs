@@ -27,18 +27,32 @@ impl ArchiveLocation {
             Some(url) if url.starts_with("file://") => Url::parse(url)
                 .ok()
                 .and_then(|u| u.to_file_path().ok())
-                .ok_or_else(|| ConfigError(format!("archive.url: {url:?} is not a valid file:// URL")))?,
+                .ok_or_else(|| {
+                    ConfigError(format!("archive.url: {url:?} is not a valid file:// URL"))
+                })?,
             Some(path) => PathBuf::from(path),
         };
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| ConfigError(format!("archive.url: cannot create {}: {e}", dir.display())))?;
-        let dir = dir
-            .canonicalize()
-            .map_err(|e| ConfigError(format!("archive.url: cannot resolve {}: {e}", dir.display())))?;
-        let url = Url::from_directory_path(&dir)
-            .map_err(|_| ConfigError(format!("archive.url: {} is not an absolute path", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            ConfigError(format!("archive.url: cannot create {}: {e}", dir.display()))
+        })?;
+        let dir = dir.canonicalize().map_err(|e| {
+            ConfigError(format!(
+                "archive.url: cannot resolve {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let url = Url::from_directory_path(&dir).map_err(|_| {
+            ConfigError(format!(
+                "archive.url: {} is not an absolute path",
+                dir.display()
+            ))
+        })?;
         let root = Path::from(dir.to_string_lossy().trim_start_matches('/'));
-        let target = ArchiveTarget { store: Arc::new(LocalFileSystem::new()), root, local_root: Some(dir) };
+        let target = ArchiveTarget {
+            store: Arc::new(LocalFileSystem::new()),
+            root,
+            local_root: Some(dir),
+        };
         Ok(Self { url, target })
     }
 

@@ -90,7 +90,10 @@ pub struct EmbeddedTuning {
 
 impl Default for BusConfig {
     fn default() -> Self {
-        BusConfig::Embedded { partitions: default_partitions(), log: EmbeddedTuning::default() }
+        BusConfig::Embedded {
+            partitions: default_partitions(),
+            log: EmbeddedTuning::default(),
+        }
     }
 }
 
@@ -136,7 +139,10 @@ pub enum LogFormat {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Text, level: "info".into() }
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
@@ -167,13 +173,20 @@ impl Config {
     pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let (expanded, secrets) = interpolate(text, env)?;
         let scrub = |message: String| {
-            secrets.iter().filter(|s| !s.is_empty()).fold(message, |m, s| m.replace(s.as_str(), "***"))
+            secrets
+                .iter()
+                .filter(|s| !s.is_empty())
+                .fold(message, |m, s| m.replace(s.as_str(), "***"))
         };
         let deserializer = serde_yaml_ng::Deserializer::from_str(&expanded);
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
-            ConfigError(scrub(if path == "." { inner } else { format!("{path}: {inner}") }))
+            ConfigError(scrub(if path == "." {
+                inner
+            } else {
+                format!("{path}: {inner}")
+            }))
         })?;
         config.validate().map_err(|e| ConfigError(scrub(e.0)))?;
         Ok(config)
@@ -184,16 +197,22 @@ impl Config {
         Authenticator::new(&self.auth).map_err(ConfigError)?;
         let BusConfig::Embedded { partitions, .. } = &self.bus;
         if *partitions == 0 || *partitions > 256 {
-            return Err(ConfigError("bus.partitions: must be between 1 and 256".into()));
+            return Err(ConfigError(
+                "bus.partitions: must be between 1 and 256".into(),
+            ));
         }
         if self.archive.flush_rows == 0 {
             return Err(ConfigError("archive.flush_rows: must be positive".into()));
         }
         if !(1..=22).contains(&self.archive.zstd_level) {
-            return Err(ConfigError("archive.zstd_level: must be between 1 and 22".into()));
+            return Err(ConfigError(
+                "archive.zstd_level: must be between 1 and 22".into(),
+            ));
         }
         if self.archive.row_group_rows == 0 {
-            return Err(ConfigError("archive.row_group_rows: must be positive".into()));
+            return Err(ConfigError(
+                "archive.row_group_rows: must be positive".into(),
+            ));
         }
         if let Some(url) = &self.archive.url
             && url.contains("://")
@@ -206,15 +225,25 @@ impl Config {
         if self.query.max_rows == 0 {
             return Err(ConfigError("query.max_rows: must be positive".into()));
         }
-        if self.topics.prefix.chars().any(|c| !(c.is_ascii_alphanumeric() || "._-".contains(c))) {
-            return Err(ConfigError("topics.prefix: only letters, digits, '.', '_' and '-' are allowed".into()));
+        if self
+            .topics
+            .prefix
+            .chars()
+            .any(|c| !(c.is_ascii_alphanumeric() || "._-".contains(c)))
+        {
+            return Err(ConfigError(
+                "topics.prefix: only letters, digits, '.', '_' and '-' are allowed".into(),
+            ));
         }
         Ok(())
     }
 
     pub fn embedded_log(&self) -> EmbeddedConfig {
         let BusConfig::Embedded { partitions, log } = &self.bus;
-        let mut config = EmbeddedConfig { dir: self.data_dir.join("log"), ..EmbeddedConfig::default() };
+        let mut config = EmbeddedConfig {
+            dir: self.data_dir.join("log"),
+            ..EmbeddedConfig::default()
+        };
         config.default_partitions = *partitions;
         if let Some(v) = log.segment_bytes {
             config.segment_bytes = v;
@@ -236,7 +265,10 @@ impl Config {
 
 /// Replaces `${NAME}` with the variable's value; `$${` escapes a literal `${`. Returns the
 /// text and the substituted values (to scrub from errors).
-fn interpolate(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<(String, Vec<String>), ConfigError> {
+fn interpolate(
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(String, Vec<String>), ConfigError> {
     let mut out = String::with_capacity(text.len());
     let mut secrets = Vec::new();
     for (lineno, line) in text.split_inclusive('\n').enumerate() {
@@ -250,15 +282,21 @@ fn interpolate(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<(Stri
             }
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
-            let end = after
-                .find('}')
-                .ok_or_else(|| ConfigError(format!("line {}: unterminated ${{ reference", lineno + 1)))?;
+            let end = after.find('}').ok_or_else(|| {
+                ConfigError(format!("line {}: unterminated ${{ reference", lineno + 1))
+            })?;
             let name = &after[..end];
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(ConfigError(format!("line {}: invalid variable name {name:?} in ${{…}}", lineno + 1)));
+                return Err(ConfigError(format!(
+                    "line {}: invalid variable name {name:?} in ${{…}}",
+                    lineno + 1
+                )));
             }
             let value = env(name).ok_or_else(|| {
-                ConfigError(format!("line {}: environment variable {name} is not set", lineno + 1))
+                ConfigError(format!(
+                    "line {}: environment variable {name} is not set",
+                    lineno + 1
+                ))
             })?;
             out.push_str(&value);
             secrets.push(value);
@@ -292,24 +330,46 @@ mod tests {
 
     #[test]
     fn interpolates_tokens() {
-        let c = Config::parse("auth:\n  tenants:\n    - id: acme\n      tokens: [\"${ACME_TOKEN}\"]\n", env).unwrap();
+        let c = Config::parse(
+            "auth:\n  tenants:\n    - id: acme\n      tokens: [\"${ACME_TOKEN}\"]\n",
+            env,
+        )
+        .unwrap();
         assert_eq!(c.auth.tenants[0].tokens, vec!["acme-token-123".to_string()]);
     }
 
     #[test]
     fn errors_name_the_field_and_hide_secrets() {
-        let err = Config::parse("archive:\n  flush_rowz: 3\n", env).unwrap_err().0;
-        assert!(err.contains("archive") && err.contains("flush_rowz"), "{err}");
-        let err = Config::parse("archive:\n  flush_rows: \"${NUMBER_SECRET}\"\n", env).unwrap_err().0;
+        let err = Config::parse("archive:\n  flush_rowz: 3\n", env)
+            .unwrap_err()
+            .0;
+        assert!(
+            err.contains("archive") && err.contains("flush_rowz"),
+            "{err}"
+        );
+        let err = Config::parse("archive:\n  flush_rows: \"${NUMBER_SECRET}\"\n", env)
+            .unwrap_err()
+            .0;
         assert!(err.contains("archive.flush_rows"), "{err}");
         assert!(!err.contains("s3cr3t-value"), "{err}");
-        let err = Config::parse("auth:\n  anonymous_tenant: ${MISSING}\n", env).unwrap_err().0;
+        let err = Config::parse("auth:\n  anonymous_tenant: ${MISSING}\n", env)
+            .unwrap_err()
+            .0;
         assert!(err.contains("line 2") && err.contains("MISSING"), "{err}");
-        let err = Config::parse("auth:\n  anonymous_tenant: \"a/b\"\n", env).unwrap_err().0;
+        let err = Config::parse("auth:\n  anonymous_tenant: \"a/b\"\n", env)
+            .unwrap_err()
+            .0;
         assert!(err.starts_with("auth.anonymous_tenant"), "{err}");
-        let err = Config::parse("listen:\n  api: nowhere\n", env).unwrap_err().0;
+        let err = Config::parse("listen:\n  api: nowhere\n", env)
+            .unwrap_err()
+            .0;
         assert!(err.starts_with("listen.api"), "{err}");
-        let err = Config::parse("archive:\n  url: s3://bucket/x\n  \n", |_| None).unwrap_err().0;
+        let err = Config::parse(
+            "auth:\n  anonymous_tenant: demo\narchive:\n  url: s3://bucket/x\n",
+            |_| None,
+        )
+        .unwrap_err()
+        .0;
         assert!(err.starts_with("archive.url"), "{err}");
     }
 

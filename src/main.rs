@@ -9,7 +9,11 @@ use mcpulse::archive_store::ArchiveLocation;
 use mcpulse_queries::{OutputFormat, QueryEngine, Scope};
 
 #[derive(Parser)]
-#[command(name = "mcpulse", version, about = "Observability and alerting pipeline for MCP servers")]
+#[command(
+    name = "mcpulse",
+    version,
+    about = "Observability and alerting pipeline for MCP servers"
+)]
 struct Cli {
     /// Configuration file. Without it, ./mcpulse.yaml is used if present, else the
     /// embedded defaults (loopback ports, ./data, no token needed).
@@ -54,11 +58,18 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Config { command: ConfigCommand::Check { file } } => check(file.or(cli.config)),
-        Command::Run => load(cli.config.as_deref()).and_then(|config| runtime()?.block_on(serve(config))),
-        Command::Query { sql, format, tenant } => {
-            load(cli.config.as_deref()).and_then(|config| runtime()?.block_on(query(config, &sql, format, tenant)))
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => check(file.or(cli.config)),
+        Command::Run => {
+            load(cli.config.as_deref()).and_then(|config| runtime()?.block_on(serve(config)))
         }
+        Command::Query {
+            sql,
+            format,
+            tenant,
+        } => load(cli.config.as_deref())
+            .and_then(|config| runtime()?.block_on(query(config, &sql, format, tenant))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -70,7 +81,9 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// The configuration to use: `--config`, else ./mcpulse.yaml, else the embedded default.
@@ -113,7 +126,12 @@ async fn shutdown_signal() {
     }
 }
 
-async fn query(config: Config, sql: &str, format: OutputFormat, tenant: Option<String>) -> anyhow::Result<()> {
+async fn query(
+    config: Config,
+    sql: &str,
+    format: OutputFormat,
+    tenant: Option<String>,
+) -> anyhow::Result<()> {
     let archive = ArchiveLocation::open(&config)?;
     let engine = QueryEngine::new(archive.catalog(), config.query.clone());
     let scope = tenant.map(Scope::Tenant).unwrap_or(Scope::All);
@@ -122,7 +140,10 @@ async fn query(config: Config, sql: &str, format: OutputFormat, tenant: Option<S
     use std::io::Write;
     std::io::stdout().write_all(&rendered)?;
     if result.truncated {
-        eprintln!("mcpulse: output cut at {} rows (query.max_rows)", config.query.max_rows);
+        eprintln!(
+            "mcpulse: output cut at {} rows (query.max_rows)",
+            config.query.max_rows
+        );
     }
     Ok(())
 }

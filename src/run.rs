@@ -15,11 +15,11 @@ use mcpulse_bus::embedded::EmbeddedBus;
 use mcpulse_bus::{Bus, DynBus, GroupStatus, TopicSpec};
 use mcpulse_ingest::stats::IngestStats;
 use mcpulse_ingest::{Authenticator, Backpressure, ProbeIngest, TraceIngest};
+use mcpulse_processors::Runtime;
 use mcpulse_processors::archive::{Archiver, ProbesFormat, SpansFormat, TableFormat};
 use mcpulse_processors::dlq::DeadLetters;
 use mcpulse_processors::runtime::RuntimeError;
 use mcpulse_processors::stats::{NamedStats, RuntimeStats};
-use mcpulse_processors::Runtime;
 use mcpulse_queries::QueryEngine;
 use mcpulse_schemas::metrics::{MetricsSource, PromWriter};
 use serde::Serialize;
@@ -28,9 +28,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::Config;
 use crate::api::{Health, authorize_queries, health_router};
 use crate::archive_store::ArchiveLocation;
-use crate::Config;
 
 /// Consumer group of the span archiver (its lag drives ingest backpressure).
 pub const GROUP_ARCHIVE_SPANS: &str = "mcpulse-archive-spans";
@@ -52,14 +52,21 @@ pub async fn open_bus(config: &Config) -> anyhow::Result<DynBus> {
         .topics
         .all()
         .into_iter()
-        .map(|name| TopicSpec { name, partitions: config.partitions(), replication: 1 })
+        .map(|name| TopicSpec {
+            name,
+            partitions: config.partitions(),
+            replication: 1,
+        })
         .collect();
     bus.ensure_topics(&specs).await.context("creating topics")?;
     Ok(bus)
 }
 
 /// Runs every role until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
     let ready_file = config.data_dir.join("ready.json");
@@ -76,8 +83,30 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let mut processors = JoinSet::new();
     let spans_stats = Arc::new(RuntimeStats::default());
     let probes_stats = Arc::new(RuntimeStats::default());
-    spawn_archiver(&mut processors, &config, &bus, &archive, SpansFormat, GROUP_ARCHIVE_SPANS, config.topics.spans(), spans_stats.clone(), processors_stopped.clone()).await?;
-    spawn_archiver(&mut processors, &config, &bus, &archive, ProbesFormat, GROUP_ARCHIVE_PROBES, config.topics.probes(), probes_stats.clone(), processors_stopped.clone()).await?;
+    spawn_archiver(
+        &mut processors,
+        &config,
+        &bus,
+        &archive,
+        SpansFormat,
+        GROUP_ARCHIVE_SPANS,
+        config.topics.spans(),
+        spans_stats.clone(),
+        processors_stopped.clone(),
+    )
+    .await?;
+    spawn_archiver(
+        &mut processors,
+        &config,
+        &bus,
+        &archive,
+        ProbesFormat,
+        GROUP_ARCHIVE_PROBES,
+        config.topics.probes(),
+        probes_stats.clone(),
+        processors_stopped.clone(),
+    )
+    .await?;
 
     // Edges.
     let ingest_stats = Arc::new(IngestStats::default());
@@ -86,10 +115,27 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         config.ingest.max_backlog_messages,
         config.ingest.retry_after,
     );
-    let traces = TraceIngest::new(bus.producer(), &config.topics, config.ingest.clone(), pressure.clone(), ingest_stats.clone());
-    let probes = ProbeIngest::new(bus.producer(), &config.topics, config.ingest.clone(), pressure.clone(), ingest_stats.clone());
+    let traces = TraceIngest::new(
+        bus.producer(),
+        &config.topics,
+        config.ingest.clone(),
+        pressure.clone(),
+        ingest_stats.clone(),
+    );
+    let probes = ProbeIngest::new(
+        bus.producer(),
+        &config.topics,
+        config.ingest.clone(),
+        pressure.clone(),
+        ingest_stats.clone(),
+    );
     let lag = Arc::new(LagMetrics::default());
-    let backlog_task = tokio::spawn(watch_backlog(bus.clone(), config.topics.spans(), pressure.clone(), lag.clone()));
+    let backlog_task = tokio::spawn(watch_backlog(
+        bus.clone(),
+        config.topics.spans(),
+        pressure.clone(),
+        lag.clone(),
+    ));
 
     let grpc_listener = bind(config.listen.otlp_grpc, "listen.otlp_grpc").await?;
     let http_listener = bind(config.listen.otlp_http, "listen.otlp_http").await?;
@@ -103,14 +149,26 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let ready = Arc::new(AtomicBool::new(false));
     let sources: Vec<Arc<dyn MetricsSource>> = vec![
         ingest_stats.clone(),
-        Arc::new(NamedStats { operator: "archive-spans", stats: spans_stats }),
-        Arc::new(NamedStats { operator: "archive-probes", stats: probes_stats }),
+        Arc::new(NamedStats {
+            operator: "archive-spans",
+            stats: spans_stats,
+        }),
+        Arc::new(NamedStats {
+            operator: "archive-probes",
+            stats: probes_stats,
+        }),
         lag.clone(),
     ];
-    let health = Health { ready: ready.clone(), sources: Arc::new(sources) };
+    let health = Health {
+        ready: ready.clone(),
+        sources: Arc::new(sources),
+    };
     let engine = QueryEngine::new(archive.catalog(), config.query.clone());
     let api = mcpulse_ingest::http::probe_router(probes, auth.clone(), &config.ingest)
-        .merge(mcpulse_queries::http::query_router(engine, authorize_queries(auth.clone())))
+        .merge(mcpulse_queries::http::query_router(
+            engine,
+            authorize_queries(auth.clone()),
+        ))
         .merge(health_router(health));
     let otlp_http = mcpulse_ingest::http::otlp_router(traces.clone(), auth.clone());
     let grpc = mcpulse_ingest::grpc::trace_service(traces, auth);
@@ -125,18 +183,31 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         async move {
             tonic::transport::Server::builder()
                 .add_service(grpc)
-                .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(grpc_listener), stop)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(grpc_listener),
+                    stop,
+                )
                 .await
                 .context("OTLP/gRPC server")
         }
     });
     servers.spawn({
         let stop = until(servers_stopped.clone());
-        async move { axum::serve(http_listener, otlp_http).with_graceful_shutdown(stop).await.context("OTLP/HTTP server") }
+        async move {
+            axum::serve(http_listener, otlp_http)
+                .with_graceful_shutdown(stop)
+                .await
+                .context("OTLP/HTTP server")
+        }
     });
     servers.spawn({
         let stop = until(servers_stopped.clone());
-        async move { axum::serve(api_listener, api).with_graceful_shutdown(stop).await.context("API server") }
+        async move {
+            axum::serve(api_listener, api)
+                .with_graceful_shutdown(stop)
+                .await
+                .context("API server")
+        }
     });
 
     std::fs::write(&ready_file, serde_json::to_vec_pretty(&addrs)?)
@@ -185,7 +256,9 @@ fn describe_exit(role: &str, result: anyhow::Result<()>) -> String {
 }
 
 async fn bind(addr: SocketAddr, field: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("{field}: cannot listen on {addr}"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{field}: cannot listen on {addr}"))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -200,10 +273,25 @@ async fn spawn_archiver<F: TableFormat>(
     stats: Arc<RuntimeStats>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let consumer = bus.consumer(group, &[topic]).await.with_context(|| format!("joining consumer group {group}"))?;
-    let archiver = Archiver::new(format, archive.target.clone(), config.archive.clone(), None, stats.clone());
+    let consumer = bus
+        .consumer(group, &[topic])
+        .await
+        .with_context(|| format!("joining consumer group {group}"))?;
+    let archiver = Archiver::new(
+        format,
+        archive.target.clone(),
+        config.archive.clone(),
+        None,
+        stats.clone(),
+    );
     let dlq = DeadLetters::new(bus.producer(), config.topics.dlq());
-    let runtime = Runtime::new(consumer, Box::new(archiver), dlq, config.runtime.clone(), stats);
+    let runtime = Runtime::new(
+        consumer,
+        Box::new(archiver),
+        dlq,
+        config.runtime.clone(),
+        stats,
+    );
     set.spawn(runtime.run(stop));
     Ok(())
 }
@@ -216,18 +304,34 @@ pub struct LagMetrics {
 
 impl MetricsSource for LagMetrics {
     fn render(&self, out: &mut PromWriter) {
-        let Some(status) = self.last.lock().expect("not poisoned").clone() else { return };
+        let Some(status) = self.last.lock().expect("not poisoned").clone() else {
+            return;
+        };
         for p in &status.partitions {
             let partition = p.partition.to_string();
-            let labels = [("group", status.group.as_str()), ("topic", p.topic.as_str()), ("partition", partition.as_str())];
-            out.gauge("mcpulse_bus_end_offset", "Next offset of the partition.", &labels, p.end_offset as f64);
+            let labels = [
+                ("group", status.group.as_str()),
+                ("topic", p.topic.as_str()),
+                ("partition", partition.as_str()),
+            ];
+            out.gauge(
+                "mcpulse_bus_end_offset",
+                "Next offset of the partition.",
+                &labels,
+                p.end_offset as f64,
+            );
             out.gauge(
                 "mcpulse_bus_committed_offset",
                 "Committed offset of the group.",
                 &labels,
                 p.committed.unwrap_or(0) as f64,
             );
-            out.gauge("mcpulse_bus_consumer_lag", "Messages not yet committed by the group.", &labels, p.lag() as f64);
+            out.gauge(
+                "mcpulse_bus_consumer_lag",
+                "Messages not yet committed by the group.",
+                &labels,
+                p.lag() as f64,
+            );
         }
     }
 }
@@ -236,7 +340,10 @@ async fn watch_backlog(bus: DynBus, topic: String, pressure: Backpressure, lag: 
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
-        match bus.status(GROUP_ARCHIVE_SPANS, std::slice::from_ref(&topic)).await {
+        match bus
+            .status(GROUP_ARCHIVE_SPANS, std::slice::from_ref(&topic))
+            .await
+        {
             Ok(status) => {
                 pressure.set_backlog(status.total_lag());
                 *lag.last.lock().expect("not poisoned") = Some(status);

@@ -19,8 +19,20 @@ fn send(m: &Mcpulse, protocol: &str, run_id: &str) -> Value {
     };
     let out = Command::new(python())
         .arg(repo_path("tests/python/send_spans.py"))
-        .args(["--protocol", protocol, "--endpoint", &endpoint, "--token", ACME_TOKEN])
-        .args(["--count", &SPANS_PER_PROTOCOL.to_string(), "--service", &format!("weather-{protocol}")])
+        .args([
+            "--protocol",
+            protocol,
+            "--endpoint",
+            &endpoint,
+            "--token",
+            ACME_TOKEN,
+        ])
+        .args([
+            "--count",
+            &SPANS_PER_PROTOCOL.to_string(),
+            "--service",
+            &format!("weather-{protocol}"),
+        ])
         .args(["--run-id", run_id])
         .output()
         .expect("run send_spans.py");
@@ -43,7 +55,10 @@ fn sdk_exporters_over_grpc_http_protobuf_and_http_json() {
         assert_eq!(report["sent"].as_u64(), Some(SPANS_PER_PROTOCOL as u64));
         for span in report["spans"].as_array().unwrap() {
             let id = span["span_id"].as_str().unwrap().to_string();
-            assert!(sent.insert(id, (protocol.to_string(), span.clone())).is_none());
+            assert!(
+                sent.insert(id, (protocol.to_string(), span.clone()))
+                    .is_none()
+            );
         }
     }
     let total = sent.len() as i64;
@@ -65,11 +80,17 @@ fn sdk_exporters_over_grpc_http_protobuf_and_http_json() {
     for row in &rows {
         let span_id = row["span_id"].as_str().unwrap();
         *seen.entry(span_id.to_string()).or_insert(0) += 1;
-        let (protocol, span) = sent.get(span_id).unwrap_or_else(|| panic!("unexpected span {row}"));
+        let (protocol, span) = sent
+            .get(span_id)
+            .unwrap_or_else(|| panic!("unexpected span {row}"));
         let seq = span["seq"].as_u64().unwrap();
         assert_eq!(row["tenant"], "acme", "{row}");
         assert_eq!(row["trace_id"], span["trace_id"], "{protocol}: {row}");
-        assert_eq!(row.get("parent_span_id").cloned().unwrap_or(Value::Null), span["parent_span_id"], "{protocol}: {row}");
+        assert_eq!(
+            row.get("parent_span_id").cloned().unwrap_or(Value::Null),
+            span["parent_span_id"],
+            "{protocol}: {row}"
+        );
         assert_eq!(row["name"], span["name"]);
         assert_eq!(row["kind"], "server");
         assert_eq!(row["service_name"], format!("weather-{protocol}"));
@@ -113,7 +134,10 @@ fn sdk_exporters_over_grpc_http_protobuf_and_http_json() {
          WHERE attributes['mcpulse.test.run_id'] = '{run_id}' AND tenant = 'acme'
          GROUP BY 1 ORDER BY 1"
     ));
-    let tools: Vec<_> = per_tool.iter().map(|r| r["tool"].as_str().unwrap().to_string()).collect();
+    let tools: Vec<_> = per_tool
+        .iter()
+        .map(|r| r["tool"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(tools, ["get_weather_0", "get_weather_1", "get_weather_2"]);
     let future = m.query(&format!(
         "SELECT count(*) AS n FROM spans WHERE attributes['mcpulse.test.run_id'] = '{run_id}'

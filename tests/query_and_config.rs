@@ -41,7 +41,10 @@ fn tenants_see_only_their_rows_whatever_the_sql() {
 
     let (status, rows) = sql(&m, ACME_TOKEN, "SELECT tenant, server FROM probes");
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(rows, serde_json::json!([{"tenant": "acme", "server": "acme-server"}]));
+    assert_eq!(
+        rows,
+        serde_json::json!([{"tenant": "acme", "server": "acme-server"}])
+    );
     for attempt in [
         "SELECT server FROM probes WHERE tenant = 'globex'",
         "SELECT server FROM probes WHERE tenant <> 'acme' OR true",
@@ -50,24 +53,52 @@ fn tenants_see_only_their_rows_whatever_the_sql() {
     ] {
         let (status, rows) = sql(&m, ACME_TOKEN, attempt);
         assert_eq!(status, StatusCode::OK, "{attempt}: {rows}");
-        assert!(!rows.to_string().contains("globex"), "{attempt} leaked: {rows}");
+        assert!(
+            !rows.to_string().contains("globex"),
+            "{attempt} leaked: {rows}"
+        );
     }
     // DDL that could point at another tenant's folder is refused.
-    let (status, body) = sql(&m, ACME_TOKEN, "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/'");
+    let (status, body) = sql(
+        &m,
+        ACME_TOKEN,
+        "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/'",
+    );
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let (status, body) = sql(&m, ACME_TOKEN, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1");
+    let (status, body) = sql(
+        &m,
+        ACME_TOKEN,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+    );
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body, serde_json::json!([{"table_name": "probes"}, {"table_name": "spans"}]));
+    assert_eq!(
+        body,
+        serde_json::json!([{"table_name": "probes"}, {"table_name": "spans"}])
+    );
 
-    let (status, rows) = sql(&m, OPERATOR_TOKEN, "SELECT tenant, count(*) AS n FROM probes GROUP BY tenant ORDER BY tenant");
+    let (status, rows) = sql(
+        &m,
+        OPERATOR_TOKEN,
+        "SELECT tenant, count(*) AS n FROM probes GROUP BY tenant ORDER BY tenant",
+    );
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(rows, serde_json::json!([{"tenant": "acme", "n": 1}, {"tenant": "globex", "n": 1}]));
+    assert_eq!(
+        rows,
+        serde_json::json!([{"tenant": "acme", "n": 1}, {"tenant": "globex", "n": 1}])
+    );
 
     let (status, body) = sql(&m, "nope-nope-nope", "SELECT 1");
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     let (status, body) = sql(&m, ACME_TOKEN, "SELEC 1");
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"].as_str().unwrap().to_lowercase().contains("sql"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("sql"),
+        "{body}"
+    );
 
     // The CLI: table (default), CSV, and tenant scoping.
     let out = Command::new(env!("CARGO_BIN_EXE_mcpulse"))
@@ -87,7 +118,10 @@ fn tenants_see_only_their_rows_whatever_the_sql() {
         .env("ACME_TOKEN", ACME_TOKEN)
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "server\nglobex-server\n");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "server\nglobex-server\n"
+    );
     let out = m.query_cli("SELECT nope FROM probes");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
@@ -99,24 +133,54 @@ fn config_check_names_the_field() {
     let check = |yaml: &str| {
         let path = dir.path().join("mcpulse.yaml");
         std::fs::write(&path, yaml).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_mcpulse")).args(["config", "check"]).arg(&path).env("SECRET_TOKEN", "super-secret-token").output().unwrap()
+        Command::new(env!("CARGO_BIN_EXE_mcpulse"))
+            .args(["config", "check"])
+            .arg(&path)
+            .env("SECRET_TOKEN", "super-secret-token")
+            .output()
+            .unwrap()
     };
     let ok = check("auth:\n  tenants:\n    - id: acme\n      tokens: [\"${SECRET_TOKEN}\"]\n");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("ok (1 tenant(s)"));
     for (yaml, field) in [
-        ("auth:\n  anonymous_tenant: demo\narchive:\n  flush_intervall: 2s\n", "flush_intervall"),
-        ("auth:\n  anonymous_tenant: demo\nlisten:\n  api: 'not an address'\n", "listen.api"),
-        ("auth:\n  anonymous_tenant: demo\narchive:\n  flush_interval: soon\n", "archive.flush_interval"),
-        ("auth:\n  tenants:\n    - id: 'a b'\n      tokens: [\"${SECRET_TOKEN}\"]\n", "auth.tenants[0].id"),
-        ("auth:\n  tenants:\n    - id: acme\n      tokens: [\"${UNSET_VARIABLE_X}\"]\n", "UNSET_VARIABLE_X"),
-        ("auth:\n  anonymous_tenant: demo\n  tenants:\n    - id: acme\n      tokenz: [\"${SECRET_TOKEN}\"]\n", "tokenz"),
+        (
+            "auth:\n  anonymous_tenant: demo\narchive:\n  flush_intervall: 2s\n",
+            "flush_intervall",
+        ),
+        (
+            "auth:\n  anonymous_tenant: demo\nlisten:\n  api: 'not an address'\n",
+            "listen.api",
+        ),
+        (
+            "auth:\n  anonymous_tenant: demo\narchive:\n  flush_interval: soon\n",
+            "archive.flush_interval",
+        ),
+        (
+            "auth:\n  tenants:\n    - id: 'a b'\n      tokens: [\"${SECRET_TOKEN}\"]\n",
+            "auth.tenants[0].id",
+        ),
+        (
+            "auth:\n  tenants:\n    - id: acme\n      tokens: [\"${UNSET_VARIABLE_X}\"]\n",
+            "UNSET_VARIABLE_X",
+        ),
+        (
+            "auth:\n  anonymous_tenant: demo\n  tenants:\n    - id: acme\n      tokenz: [\"${SECRET_TOKEN}\"]\n",
+            "tokenz",
+        ),
         ("{}\n", "auth"),
     ] {
         let out = check(yaml);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{yaml} passed");
-        assert!(err.contains(field), "{yaml}: error does not name {field}: {err}");
+        assert!(
+            err.contains(field),
+            "{yaml}: error does not name {field}: {err}"
+        );
         assert!(!err.contains("super-secret-token"), "secret leaked: {err}");
     }
 }

@@ -25,9 +25,9 @@ impl Principal {
     pub fn tenant(&self) -> Result<&str, IngestError> {
         match self {
             Principal::Tenant(t) => Ok(t),
-            Principal::Operator(name) => {
-                Err(IngestError::Forbidden(format!("operator credential {name:?} cannot ingest data; use a tenant token")))
-            }
+            Principal::Operator(name) => Err(IngestError::Forbidden(format!(
+                "operator credential {name:?} cannot ingest data; use a tenant token"
+            ))),
         }
     }
 }
@@ -70,7 +70,10 @@ pub struct OperatorConfig {
 
 /// Whether `id` is a valid tenant id.
 pub fn valid_tenant_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Resolves `Authorization` headers to principals.
@@ -95,20 +98,33 @@ impl Authenticator {
         };
         for (i, tenant) in config.tenants.iter().enumerate() {
             if !valid_tenant_id(&tenant.id) {
-                return Err(format!("auth.tenants[{i}].id: {:?} must be 1-64 characters of A-Z a-z 0-9 _ -", tenant.id));
+                return Err(format!(
+                    "auth.tenants[{i}].id: {:?} must be 1-64 characters of A-Z a-z 0-9 _ -",
+                    tenant.id
+                ));
             }
             for (j, token) in tenant.tokens.iter().enumerate() {
-                add(format!("auth.tenants[{i}].tokens[{j}]"), token, Principal::Tenant(tenant.id.clone()))?;
+                add(
+                    format!("auth.tenants[{i}].tokens[{j}]"),
+                    token,
+                    Principal::Tenant(tenant.id.clone()),
+                )?;
             }
         }
         for (i, op) in config.operators.iter().enumerate() {
             for (j, token) in op.tokens.iter().enumerate() {
-                add(format!("auth.operators[{i}].tokens[{j}]"), token, Principal::Operator(op.name.clone()))?;
+                add(
+                    format!("auth.operators[{i}].tokens[{j}]"),
+                    token,
+                    Principal::Operator(op.name.clone()),
+                )?;
             }
         }
         let anonymous = match &config.anonymous_tenant {
             Some(t) if !valid_tenant_id(t) => {
-                return Err(format!("auth.anonymous_tenant: {t:?} must be 1-64 characters of A-Z a-z 0-9 _ -"));
+                return Err(format!(
+                    "auth.anonymous_tenant: {t:?} must be 1-64 characters of A-Z a-z 0-9 _ -"
+                ));
             }
             Some(t) => Some(Principal::Tenant(t.clone())),
             None => None,
@@ -116,23 +132,31 @@ impl Authenticator {
         if by_digest.is_empty() && anonymous.is_none() {
             return Err("auth: configure at least one tenant token or anonymous_tenant".into());
         }
-        Ok(Self { by_digest, anonymous })
+        Ok(Self {
+            by_digest,
+            anonymous,
+        })
     }
 
     /// The principal of a request with this `Authorization` header value (if any).
     pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Principal, IngestError> {
         let Some(value) = authorization else {
             return self.anonymous.clone().ok_or_else(|| {
-                IngestError::Unauthenticated("missing Authorization header (expected `Bearer <token>`)".into())
+                IngestError::Unauthenticated(
+                    "missing Authorization header (expected `Bearer <token>`)".into(),
+                )
             });
         };
-        let value = std::str::from_utf8(value)
-            .map_err(|_| IngestError::Unauthenticated("Authorization header is not valid UTF-8".into()))?;
+        let value = std::str::from_utf8(value).map_err(|_| {
+            IngestError::Unauthenticated("Authorization header is not valid UTF-8".into())
+        })?;
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .map(str::trim)
-            .ok_or_else(|| IngestError::Unauthenticated("Authorization header must be `Bearer <token>`".into()))?;
+            .ok_or_else(|| {
+                IngestError::Unauthenticated("Authorization header must be `Bearer <token>`".into())
+            })?;
         self.by_digest
             .get(&digest(token))
             .cloned()
@@ -150,8 +174,14 @@ mod tests {
 
     fn config() -> AuthConfig {
         AuthConfig {
-            tenants: vec![TenantConfig { id: "acme".into(), tokens: vec!["acme-secret-1".into()] }],
-            operators: vec![OperatorConfig { name: "ops".into(), tokens: vec!["ops-secret-1".into()] }],
+            tenants: vec![TenantConfig {
+                id: "acme".into(),
+                tokens: vec!["acme-secret-1".into()],
+            }],
+            operators: vec![OperatorConfig {
+                name: "ops".into(),
+                tokens: vec!["ops-secret-1".into()],
+            }],
             anonymous_tenant: None,
         }
     }
@@ -159,18 +189,40 @@ mod tests {
     #[test]
     fn token_decides_the_tenant() {
         let auth = Authenticator::new(&config()).unwrap();
-        assert_eq!(auth.authenticate(Some(b"Bearer acme-secret-1")).unwrap(), Principal::Tenant("acme".into()));
-        assert_eq!(auth.authenticate(Some(b"Bearer ops-secret-1")).unwrap(), Principal::Operator("ops".into()));
-        assert!(matches!(auth.authenticate(Some(b"Bearer nope-nope-nope")), Err(IngestError::Unauthenticated(_))));
-        assert!(matches!(auth.authenticate(Some(b"Basic abc")), Err(IngestError::Unauthenticated(_))));
-        assert!(matches!(auth.authenticate(None), Err(IngestError::Unauthenticated(_))));
+        assert_eq!(
+            auth.authenticate(Some(b"Bearer acme-secret-1")).unwrap(),
+            Principal::Tenant("acme".into())
+        );
+        assert_eq!(
+            auth.authenticate(Some(b"Bearer ops-secret-1")).unwrap(),
+            Principal::Operator("ops".into())
+        );
+        assert!(matches!(
+            auth.authenticate(Some(b"Bearer nope-nope-nope")),
+            Err(IngestError::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            auth.authenticate(Some(b"Basic abc")),
+            Err(IngestError::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            auth.authenticate(None),
+            Err(IngestError::Unauthenticated(_))
+        ));
         assert!(Principal::Operator("ops".into()).tenant().is_err());
     }
 
     #[test]
     fn anonymous_tenant_only_without_a_header() {
-        let auth = Authenticator::new(&AuthConfig { anonymous_tenant: Some("demo".into()), ..config() }).unwrap();
-        assert_eq!(auth.authenticate(None).unwrap(), Principal::Tenant("demo".into()));
+        let auth = Authenticator::new(&AuthConfig {
+            anonymous_tenant: Some("demo".into()),
+            ..config()
+        })
+        .unwrap();
+        assert_eq!(
+            auth.authenticate(None).unwrap(),
+            Principal::Tenant("demo".into())
+        );
         assert!(auth.authenticate(Some(b"Bearer wrong-token")).is_err());
     }
 
@@ -178,7 +230,11 @@ mod tests {
     fn rejects_bad_config_naming_the_field() {
         let mut bad = config();
         bad.tenants[0].id = "../etc".into();
-        assert!(Authenticator::new(&bad).unwrap_err().starts_with("auth.tenants[0].id"));
+        assert!(
+            Authenticator::new(&bad)
+                .unwrap_err()
+                .starts_with("auth.tenants[0].id")
+        );
         let mut dup = config();
         dup.operators[0].tokens = vec!["acme-secret-1".into()];
         assert!(Authenticator::new(&dup).unwrap_err().contains("twice"));

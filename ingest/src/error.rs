@@ -19,10 +19,16 @@ pub enum IngestError {
     PayloadTooLarge(String),
     /// Too much in flight right now; retry shortly (HTTP 503, gRPC UNAVAILABLE).
     #[error("{message}")]
-    Busy { message: String, retry_after: Duration },
+    Busy {
+        message: String,
+        retry_after: Duration,
+    },
     /// The archive is behind the log; retry later (HTTP 429, gRPC RESOURCE_EXHAUSTED).
     #[error("{message}")]
-    Backlogged { message: String, retry_after: Duration },
+    Backlogged {
+        message: String,
+        retry_after: Duration,
+    },
     /// The log failed; the request may be retried (HTTP 503, gRPC UNAVAILABLE).
     #[error("the log is unavailable: {source}")]
     Log {
@@ -45,8 +51,13 @@ impl IngestError {
     /// The delay clients are told to wait before retrying.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            IngestError::Busy { retry_after, .. } | IngestError::Backlogged { retry_after, .. } => Some(*retry_after),
-            IngestError::Log { retry_after, source } if source.is_retryable() => Some(*retry_after),
+            IngestError::Busy { retry_after, .. } | IngestError::Backlogged { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            IngestError::Log {
+                retry_after,
+                source,
+            } if source.is_retryable() => Some(*retry_after),
             _ => None,
         }
     }
@@ -60,7 +71,9 @@ impl IngestError {
             IngestError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Backlogged { .. } => StatusCode::TOO_MANY_REQUESTS,
-            IngestError::Log { source, .. } if source.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Log { source, .. } if source.is_retryable() => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             IngestError::Log { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -69,7 +82,9 @@ impl IngestError {
         match self {
             IngestError::Unauthenticated(_) => tonic::Code::Unauthenticated,
             IngestError::Forbidden(_) => tonic::Code::PermissionDenied,
-            IngestError::BadRequest(_) | IngestError::UnsupportedMediaType(_) => tonic::Code::InvalidArgument,
+            IngestError::BadRequest(_) | IngestError::UnsupportedMediaType(_) => {
+                tonic::Code::InvalidArgument
+            }
             IngestError::PayloadTooLarge(_) => tonic::Code::ResourceExhausted,
             IngestError::Busy { .. } => tonic::Code::Unavailable,
             IngestError::Backlogged { .. } => tonic::Code::ResourceExhausted,
@@ -79,6 +94,9 @@ impl IngestError {
     }
 
     pub(crate) fn from_bus(source: BusError, retry_after: Duration) -> Self {
-        IngestError::Log { source, retry_after }
+        IngestError::Log {
+            source,
+            retry_after,
+        }
     }
 }

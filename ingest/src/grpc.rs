@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -24,7 +26,10 @@ pub struct GrpcTraces {
 }
 
 /// A tonic service for the OTLP/gRPC port, accepting gzip and the configured size limit.
-pub fn trace_service(traces: TraceIngest, auth: Arc<Authenticator>) -> TraceServiceServer<GrpcTraces> {
+pub fn trace_service(
+    traces: TraceIngest,
+    auth: Arc<Authenticator>,
+) -> TraceServiceServer<GrpcTraces> {
     let limit = traces.config().max_decompressed_bytes;
     TraceServiceServer::new(GrpcTraces { traces, auth })
         .accept_compressed(CompressionEncoding::Gzip)
@@ -39,7 +44,12 @@ impl TraceService for GrpcTraces {
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let result = async {
-            let principal = self.auth.authenticate(request.metadata().get("authorization").map(|v| v.as_bytes()))?;
+            let principal = self.auth.authenticate(
+                request
+                    .metadata()
+                    .get("authorization")
+                    .map(|v| v.as_bytes()),
+            )?;
             let tenant = principal.tenant()?.to_string();
             let message = request.into_inner();
             let _permit = self.traces.pressure().admit(message.encoded_len())?;
@@ -67,9 +77,11 @@ impl GrpcTraces {
             stats.requests_refused.fetch_add(1, Relaxed);
         }
         match err.retry_after() {
-            Some(delay) => {
-                Status::with_error_details(err.grpc_code(), err.to_string(), ErrorDetails::with_retry_info(Some(delay)))
-            }
+            Some(delay) => Status::with_error_details(
+                err.grpc_code(),
+                err.to_string(),
+                ErrorDetails::with_retry_info(Some(delay)),
+            ),
             None => Status::new(err.grpc_code(), err.to_string()),
         }
     }

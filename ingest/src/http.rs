@@ -62,7 +62,11 @@ pub fn otlp_router(traces: TraceIngest, auth: Arc<Authenticator>) -> Router {
         .with_state(OtlpState { traces, auth })
 }
 
-async fn export_traces(State(s): State<OtlpState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn export_traces(
+    State(s): State<OtlpState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let encoding = match media_type(&headers) {
         Some("application/x-protobuf") => Encoding::Protobuf,
         Some("application/json") => Encoding::Json,
@@ -86,15 +90,21 @@ async fn handle_traces(
     body: Result<Bytes, BytesRejection>,
     encoding: Encoding,
 ) -> Result<ExportOutcome, IngestError> {
-    let principal = s.auth.authenticate(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes))?;
+    let principal = s
+        .auth
+        .authenticate(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes))?;
     let tenant = principal.tenant()?;
     let body = read_body(headers, body, s.traces.config().max_decompressed_bytes)?;
     let _permit = s.traces.pressure().admit(body.len())?;
     match encoding {
         Encoding::Protobuf => s.traces.export_protobuf(tenant, body).await,
         Encoding::Json => {
-            let request: ExportTraceServiceRequest = serde_json::from_slice(&body)
-                .map_err(|e| IngestError::BadRequest(format!("invalid OTLP/JSON ExportTraceServiceRequest: {e}")))?;
+            let request: ExportTraceServiceRequest =
+                serde_json::from_slice(&body).map_err(|e| {
+                    IngestError::BadRequest(format!(
+                        "invalid OTLP/JSON ExportTraceServiceRequest: {e}"
+                    ))
+                })?;
             s.traces.export(tenant, request, None).await
         }
     }
@@ -106,7 +116,10 @@ fn otlp_success(outcome: &ExportOutcome, encoding: Encoding) -> Response {
         error_message: outcome.message.clone(),
     });
     let body = match encoding {
-        Encoding::Protobuf => ExportTraceServiceResponse { partial_success: partial }.encode_to_vec(),
+        Encoding::Protobuf => ExportTraceServiceResponse {
+            partial_success: partial,
+        }
+        .encode_to_vec(),
         Encoding::Json => {
             let value = match partial {
                 // Protobuf JSON mapping: int64 as a string.
@@ -119,19 +132,33 @@ fn otlp_success(outcome: &ExportOutcome, encoding: Encoding) -> Response {
             serde_json::to_vec(&value).expect("JSON serializes")
         }
     };
-    (StatusCode::OK, [(CONTENT_TYPE, encoding.content_type())], body).into_response()
+    (
+        StatusCode::OK,
+        [(CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response()
 }
 
 fn otlp_error(traces: &TraceIngest, err: IngestError, encoding: Encoding) -> Response {
     count_refusal(traces.stats(), &err);
-    let status = RpcStatus { code: err.grpc_code() as i32, message: err.to_string() };
+    let status = RpcStatus {
+        code: err.grpc_code() as i32,
+        message: err.to_string(),
+    };
     let body = match encoding {
         Encoding::Protobuf => status.encode_to_vec(),
         Encoding::Json => {
-            serde_json::to_vec(&serde_json::json!({"code": status.code, "message": status.message})).expect("JSON")
+            serde_json::to_vec(&serde_json::json!({"code": status.code, "message": status.message}))
+                .expect("JSON")
         }
     };
-    let mut response = (err.http_status(), [(CONTENT_TYPE, encoding.content_type())], body).into_response();
+    let mut response = (
+        err.http_status(),
+        [(CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response();
     decorate(&mut response, &err);
     response
 }
@@ -140,10 +167,15 @@ fn otlp_error(traces: &TraceIngest, err: IngestError, encoding: Encoding) -> Res
 fn decorate(response: &mut Response, err: &IngestError) {
     if let Some(after) = err.retry_after() {
         let secs = after.as_secs().max(1).to_string();
-        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_str(&secs).expect("digits"));
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_str(&secs).expect("digits"));
     }
     if matches!(err, IngestError::Unauthenticated(_)) {
-        response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"mcpulse\""));
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"mcpulse\""),
+        );
     }
 }
 
@@ -158,10 +190,16 @@ fn count_refusal(stats: &crate::stats::IngestStats, err: &IngestError) {
 /// The media type of `Content-Type`, lower-cased, without parameters.
 fn media_type(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-    Some(value.split(';').next().unwrap_or("").trim()).filter(|m| !m.is_empty()).map(|m| {
-        // Header values are compared case-insensitively; the common spellings are lower case.
-        if m.bytes().any(|b| b.is_ascii_uppercase()) { leak_lower(m) } else { m }
-    })
+    Some(value.split(';').next().unwrap_or("").trim())
+        .filter(|m| !m.is_empty())
+        .map(|m| {
+            // Header values are compared case-insensitively; the common spellings are lower case.
+            if m.bytes().any(|b| b.is_ascii_uppercase()) {
+                leak_lower(m)
+            } else {
+                m
+            }
+        })
 }
 
 fn leak_lower(m: &str) -> &'static str {
@@ -183,13 +221,19 @@ pub fn read_body(
         BytesRejection::FailedToBufferBody(e) if e.to_string().contains("length limit") => {
             IngestError::PayloadTooLarge(format!("request body exceeds the limit: {e}"))
         }
-        other => IngestError::BadRequest(format!("could not read the request body (truncated?): {other}")),
+        other => IngestError::BadRequest(format!(
+            "could not read the request body (truncated?): {other}"
+        )),
     })?;
-    let encoding = headers.get(CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    let encoding = headers
+        .get(CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
     match encoding.as_deref() {
         None | Some("") | Some("identity") => {
             if body.len() > max_decompressed {
-                return Err(IngestError::PayloadTooLarge(format!("request body exceeds {max_decompressed} bytes")));
+                return Err(IngestError::PayloadTooLarge(format!(
+                    "request body exceeds {max_decompressed} bytes"
+                )));
             }
             Ok(body)
         }
@@ -206,9 +250,9 @@ pub fn read_body(
             }
             Ok(Bytes::from(out))
         }
-        Some(other) => {
-            Err(IngestError::UnsupportedMediaType(format!("unsupported Content-Encoding {other:?}: use gzip or none")))
-        }
+        Some(other) => Err(IngestError::UnsupportedMediaType(format!(
+            "unsupported Content-Encoding {other:?}: use gzip or none"
+        ))),
     }
 }
 
@@ -221,7 +265,11 @@ struct ProbeState {
 }
 
 /// The probe results API (`POST /v1/probes`), served on the API port.
-pub fn probe_router(probes: ProbeIngest, auth: Arc<Authenticator>, config: &crate::IngestConfig) -> Router {
+pub fn probe_router(
+    probes: ProbeIngest,
+    auth: Arc<Authenticator>,
+    config: &crate::IngestConfig,
+) -> Router {
     let state = ProbeState {
         probes,
         auth,
@@ -234,9 +282,17 @@ pub fn probe_router(probes: ProbeIngest, auth: Arc<Authenticator>, config: &crat
         .with_state(state)
 }
 
-async fn post_probes(State(s): State<ProbeState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn post_probes(
+    State(s): State<ProbeState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     match handle_probes(&s, &headers, body).await {
-        Ok(n) => (StatusCode::OK, axum::Json(serde_json::json!({"accepted": n}))).into_response(),
+        Ok(n) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"accepted": n})),
+        )
+            .into_response(),
         Err(err) => json_error(err),
     }
 }
@@ -246,7 +302,9 @@ async fn handle_probes(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<usize, IngestError> {
-    let principal = s.auth.authenticate(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes))?;
+    let principal = s
+        .auth
+        .authenticate(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes))?;
     let tenant = principal.tenant()?;
     let framing = match media_type(headers) {
         Some("application/json") => ProbeFraming::Json,
@@ -265,7 +323,11 @@ async fn handle_probes(
 
 /// A JSON error response `{"error": "..."}` with the status of `err`.
 pub fn json_error(err: IngestError) -> Response {
-    let mut response = (err.http_status(), axum::Json(serde_json::json!({"error": err.to_string()}))).into_response();
+    let mut response = (
+        err.http_status(),
+        axum::Json(serde_json::json!({"error": err.to_string()})),
+    )
+        .into_response();
     decorate(&mut response, &err);
     response
 }

@@ -42,10 +42,13 @@ impl Backpressure {
             });
         }
         let permits = bytes.clamp(1, self.max_inflight) as u32;
-        self.inflight.clone().try_acquire_many_owned(permits).map_err(|_| IngestError::Busy {
-            message: "too many requests in flight; retry shortly".into(),
-            retry_after: self.retry_after,
-        })
+        self.inflight
+            .clone()
+            .try_acquire_many_owned(permits)
+            .map_err(|_| IngestError::Busy {
+                message: "too many requests in flight; retry shortly".into(),
+                retry_after: self.retry_after,
+            })
     }
 
     /// Updates the archiver's lag (messages in the log not yet archived).

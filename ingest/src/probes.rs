@@ -45,7 +45,13 @@ impl ProbeIngest {
         pressure: Backpressure,
         stats: Arc<IngestStats>,
     ) -> Self {
-        Self { producer, topic: topics.probes(), config, pressure, stats }
+        Self {
+            producer,
+            topic: topics.probes(),
+            config,
+            pressure,
+            stats,
+        }
     }
 
     pub fn pressure(&self) -> &Backpressure {
@@ -53,19 +59,34 @@ impl ProbeIngest {
     }
 
     /// Parses, validates and appends the results in `body`; returns how many were accepted.
-    pub async fn ingest(&self, tenant: &str, body: &[u8], framing: ProbeFraming) -> Result<usize, IngestError> {
+    pub async fn ingest(
+        &self,
+        tenant: &str,
+        body: &[u8],
+        framing: ProbeFraming,
+    ) -> Result<usize, IngestError> {
         let probes = parse(body, framing)?;
         self.append(tenant, probes).await
     }
 
     /// Validates and appends already-parsed results (used by the built-in prober).
-    pub async fn append(&self, tenant: &str, probes: Vec<ProbeResult>) -> Result<usize, IngestError> {
+    pub async fn append(
+        &self,
+        tenant: &str,
+        probes: Vec<ProbeResult>,
+    ) -> Result<usize, IngestError> {
         let now = Utc::now();
-        let earliest = now - chrono::Duration::from_std(self.config.max_age).unwrap_or(chrono::Duration::days(7));
-        let latest = now + chrono::Duration::from_std(self.config.max_future).unwrap_or(chrono::Duration::hours(1));
+        let earliest = now
+            - chrono::Duration::from_std(self.config.max_age).unwrap_or(chrono::Duration::days(7));
+        let latest = now
+            + chrono::Duration::from_std(self.config.max_future)
+                .unwrap_or(chrono::Duration::hours(1));
         for (i, probe) in probes.iter().enumerate() {
             probe.validate(earliest, latest).map_err(|e| {
-                IngestError::BadRequest(format!("probe result [{i}] field {}: {}", e.field, e.message))
+                IngestError::BadRequest(format!(
+                    "probe result [{i}] field {}: {}",
+                    e.field, e.message
+                ))
             })?;
         }
         let messages: Vec<Message> = probes
@@ -89,50 +110,61 @@ impl ProbeIngest {
 
 /// Parses a body into probe results, naming the item that is wrong.
 pub fn parse(body: &[u8], framing: ProbeFraming) -> Result<Vec<ProbeResult>, IngestError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|e| IngestError::BadRequest(format!("body is not valid UTF-8 (at byte {})", e.valid_up_to())))?;
-    let probes = match framing {
-        ProbeFraming::Json => {
-            let value: serde_json::Value =
-                serde_json::from_str(text).map_err(|e| IngestError::BadRequest(format!("invalid JSON: {e}")))?;
-            match value {
-                serde_json::Value::Array(items) => {
-                    check_count(items.len())?;
-                    items
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, item)| {
-                            ProbeResult::deserialize(item)
-                                .map_err(|e| IngestError::BadRequest(format!("probe result [{i}]: {e}")))
-                        })
-                        .collect::<Result<Vec<_>, _>>()?
-                }
-                object @ serde_json::Value::Object(_) => vec![
-                    ProbeResult::deserialize(object)
-                        .map_err(|e| IngestError::BadRequest(format!("probe result: {e}")))?,
-                ],
-                other => {
-                    return Err(IngestError::BadRequest(format!(
-                        "expected a probe result object or an array of them, got {}",
-                        json_kind(&other)
-                    )));
+    let text = std::str::from_utf8(body).map_err(|e| {
+        IngestError::BadRequest(format!(
+            "body is not valid UTF-8 (at byte {})",
+            e.valid_up_to()
+        ))
+    })?;
+    let probes =
+        match framing {
+            ProbeFraming::Json => {
+                let value: serde_json::Value = serde_json::from_str(text)
+                    .map_err(|e| IngestError::BadRequest(format!("invalid JSON: {e}")))?;
+                match value {
+                    serde_json::Value::Array(items) => {
+                        check_count(items.len())?;
+                        items
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, item)| {
+                                ProbeResult::deserialize(item).map_err(|e| {
+                                    IngestError::BadRequest(format!("probe result [{i}]: {e}"))
+                                })
+                            })
+                            .collect::<Result<Vec<_>, _>>()?
+                    }
+                    object @ serde_json::Value::Object(_) => vec![
+                        ProbeResult::deserialize(object)
+                            .map_err(|e| IngestError::BadRequest(format!("probe result: {e}")))?,
+                    ],
+                    other => {
+                        return Err(IngestError::BadRequest(format!(
+                            "expected a probe result object or an array of them, got {}",
+                            json_kind(&other)
+                        )));
+                    }
                 }
             }
-        }
-        ProbeFraming::Ndjson => {
-            let mut probes = Vec::new();
-            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                check_count(probes.len() + 1)?;
-                probes.push(
-                    serde_json::from_str(line)
-                        .map_err(|e| IngestError::BadRequest(format!("NDJSON line {}: {e}", i + 1)))?,
-                );
+            ProbeFraming::Ndjson => {
+                let mut probes = Vec::new();
+                for (i, line) in text
+                    .lines()
+                    .enumerate()
+                    .filter(|(_, l)| !l.trim().is_empty())
+                {
+                    check_count(probes.len() + 1)?;
+                    probes.push(serde_json::from_str(line).map_err(|e| {
+                        IngestError::BadRequest(format!("NDJSON line {}: {e}", i + 1))
+                    })?);
+                }
+                probes
             }
-            probes
-        }
-    };
+        };
     if probes.is_empty() {
-        return Err(IngestError::BadRequest("the request holds no probe results".into()));
+        return Err(IngestError::BadRequest(
+            "the request holds no probe results".into(),
+        ));
     }
     Ok(probes)
 }
@@ -162,30 +194,63 @@ mod tests {
     use super::*;
 
     fn probe(server: &str) -> String {
-        format!(r#"{{"server":"{server}","region":"eu","started_at":"{}","ok":true}}"#, Utc::now().to_rfc3339())
+        format!(
+            r#"{{"server":"{server}","region":"eu","started_at":"{}","ok":true}}"#,
+            Utc::now().to_rfc3339()
+        )
     }
 
     #[test]
     fn parses_object_array_and_ndjson() {
-        assert_eq!(parse(probe("a").as_bytes(), ProbeFraming::Json).unwrap().len(), 1);
+        assert_eq!(
+            parse(probe("a").as_bytes(), ProbeFraming::Json)
+                .unwrap()
+                .len(),
+            1
+        );
         let array = format!("[{},{}]", probe("a"), probe("b"));
-        assert_eq!(parse(array.as_bytes(), ProbeFraming::Json).unwrap().len(), 2);
+        assert_eq!(
+            parse(array.as_bytes(), ProbeFraming::Json).unwrap().len(),
+            2
+        );
         let nd = format!("{}\n\n{}\n", probe("a"), probe("b"));
         let got = parse(nd.as_bytes(), ProbeFraming::Ndjson).unwrap();
-        assert_eq!(got.iter().map(|p| p.server.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            got.iter().map(|p| p.server.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
     }
 
     #[test]
     fn errors_name_the_item_and_field() {
         let array = format!(r#"[{},{{"region":"eu"}}]"#, probe("a"));
-        let err = parse(array.as_bytes(), ProbeFraming::Json).unwrap_err().to_string();
+        let err = parse(array.as_bytes(), ProbeFraming::Json)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("[1]") && err.contains("server"), "{err}");
         let nd = format!("{}\nnot json\n", probe("a"));
-        let err = parse(nd.as_bytes(), ProbeFraming::Ndjson).unwrap_err().to_string();
+        let err = parse(nd.as_bytes(), ProbeFraming::Ndjson)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("NDJSON line 2"), "{err}");
-        assert!(parse(b"", ProbeFraming::Ndjson).unwrap_err().to_string().contains("no probe results"));
+        assert!(
+            parse(b"", ProbeFraming::Ndjson)
+                .unwrap_err()
+                .to_string()
+                .contains("no probe results")
+        );
         assert!(parse(b"[]", ProbeFraming::Json).is_err());
-        assert!(parse(b"42", ProbeFraming::Json).unwrap_err().to_string().contains("a number"));
-        assert!(parse(&[0xff, 0xfe], ProbeFraming::Json).unwrap_err().to_string().contains("UTF-8"));
+        assert!(
+            parse(b"42", ProbeFraming::Json)
+                .unwrap_err()
+                .to_string()
+                .contains("a number")
+        );
+        assert!(
+            parse(&[0xff, 0xfe], ProbeFraming::Json)
+                .unwrap_err()
+                .to_string()
+                .contains("UTF-8")
+        );
     }
 }

@@ -53,7 +53,13 @@ impl TraceIngest {
         pressure: Backpressure,
         stats: Arc<IngestStats>,
     ) -> Self {
-        Self { producer, topic: topics.spans(), config, pressure, stats }
+        Self {
+            producer,
+            topic: topics.spans(),
+            config,
+            pressure,
+            stats,
+        }
     }
 
     pub fn pressure(&self) -> &Backpressure {
@@ -69,9 +75,14 @@ impl TraceIngest {
     }
 
     /// Decodes a protobuf body and exports it.
-    pub async fn export_protobuf(&self, tenant: &str, body: Bytes) -> Result<ExportOutcome, IngestError> {
-        let request = ExportTraceServiceRequest::decode(body.as_ref())
-            .map_err(|e| IngestError::BadRequest(format!("invalid ExportTraceServiceRequest protobuf: {e}")))?;
+    pub async fn export_protobuf(
+        &self,
+        tenant: &str,
+        body: Bytes,
+    ) -> Result<ExportOutcome, IngestError> {
+        let request = ExportTraceServiceRequest::decode(body.as_ref()).map_err(|e| {
+            IngestError::BadRequest(format!("invalid ExportTraceServiceRequest protobuf: {e}"))
+        })?;
         self.export(tenant, request, Some(body)).await
     }
 
@@ -88,26 +99,35 @@ impl TraceIngest {
         let (earliest, latest) = self.window();
         for rs in &mut request.resource_spans {
             for ss in &mut rs.scope_spans {
-                ss.spans.retain(|span| match check_span(span, earliest, latest) {
-                    Ok(()) => {
-                        outcome.accepted += 1;
-                        true
-                    }
-                    Err(reason) => {
-                        outcome.rejected += 1;
-                        if reasons.len() < MAX_QUOTED_REJECTIONS {
-                            reasons.push(reason);
+                ss.spans
+                    .retain(|span| match check_span(span, earliest, latest) {
+                        Ok(()) => {
+                            outcome.accepted += 1;
+                            true
                         }
-                        false
-                    }
-                });
+                        Err(reason) => {
+                            outcome.rejected += 1;
+                            if reasons.len() < MAX_QUOTED_REJECTIONS {
+                                reasons.push(reason);
+                            }
+                            false
+                        }
+                    });
             }
             rs.scope_spans.retain(|ss| !ss.spans.is_empty());
         }
-        request.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
+        request
+            .resource_spans
+            .retain(|rs| !rs.scope_spans.is_empty());
         if outcome.rejected > 0 {
-            outcome.message = format!("{} span(s) rejected: {}", outcome.rejected, reasons.join("; "));
-            self.stats.spans_rejected.fetch_add(outcome.rejected, Relaxed);
+            outcome.message = format!(
+                "{} span(s) rejected: {}",
+                outcome.rejected,
+                reasons.join("; ")
+            );
+            self.stats
+                .spans_rejected
+                .fetch_add(outcome.rejected, Relaxed);
         }
         if outcome.accepted == 0 {
             return Ok(outcome);
@@ -124,20 +144,27 @@ impl TraceIngest {
             messages.push(
                 Message::new(Some(Bytes::from(tenant_key(tenant, &service))), value)
                     .with_header(HEADER_TENANT, Bytes::copy_from_slice(tenant.as_bytes()))
-                    .with_header(HEADER_CONTENT_TYPE, Bytes::from_static(b"application/x-protobuf")),
+                    .with_header(
+                        HEADER_CONTENT_TYPE,
+                        Bytes::from_static(b"application/x-protobuf"),
+                    ),
             );
         }
         self.producer
             .send(&self.topic, messages)
             .await
             .map_err(|e| IngestError::from_bus(e, self.pressure.retry_after()))?;
-        self.stats.spans_accepted.fetch_add(outcome.accepted, Relaxed);
+        self.stats
+            .spans_accepted
+            .fetch_add(outcome.accepted, Relaxed);
         Ok(outcome)
     }
 
     /// The accepted range of span start times, in Unix nanoseconds.
     fn window(&self) -> (u64, u64) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
         let earliest = now.saturating_sub(self.config.max_age).as_nanos() as u64;
         let latest = (now + self.config.max_future).as_nanos() as u64;
         (earliest, latest)
@@ -148,13 +175,22 @@ impl TraceIngest {
 fn check_span(span: &Span, earliest: u64, latest: u64) -> Result<(), String> {
     let id = || hex_id(&span.span_id);
     if span.trace_id.len() != 16 || span.trace_id.iter().all(|b| *b == 0) {
-        return Err(format!("span {}: trace_id must be 16 bytes and not all zero", id()));
+        return Err(format!(
+            "span {}: trace_id must be 16 bytes and not all zero",
+            id()
+        ));
     }
     if span.span_id.len() != 8 || span.span_id.iter().all(|b| *b == 0) {
-        return Err(format!("span {}: span_id must be 8 bytes and not all zero", id()));
+        return Err(format!(
+            "span {}: span_id must be 8 bytes and not all zero",
+            id()
+        ));
     }
     if !(span.parent_span_id.is_empty() || span.parent_span_id.len() == 8) {
-        return Err(format!("span {}: parent_span_id must be empty or 8 bytes", id()));
+        return Err(format!(
+            "span {}: parent_span_id must be empty or 8 bytes",
+            id()
+        ));
     }
     if span.start_time_unix_nano < earliest || span.start_time_unix_nano > latest {
         return Err(format!(
@@ -164,7 +200,10 @@ fn check_span(span: &Span, earliest: u64, latest: u64) -> Result<(), String> {
         ));
     }
     if span.end_time_unix_nano < span.start_time_unix_nano {
-        return Err(format!("span {}: end_time_unix_nano is before start_time_unix_nano", id()));
+        return Err(format!(
+            "span {}: end_time_unix_nano is before start_time_unix_nano",
+            id()
+        ));
     }
     Ok(())
 }
@@ -180,7 +219,11 @@ fn group_by_service(resource_spans: Vec<ResourceSpans>) -> BTreeMap<String, Vec<
         let service = rs
             .resource
             .as_ref()
-            .and_then(|r| r.attributes.iter().find(|kv| kv.key == SERVICE_NAME_ATTRIBUTE))
+            .and_then(|r| {
+                r.attributes
+                    .iter()
+                    .find(|kv| kv.key == SERVICE_NAME_ATTRIBUTE)
+            })
             .and_then(|kv| kv.value.as_ref())
             .and_then(|v| match &v.value {
                 Some(Value::StringValue(s)) if !s.is_empty() => Some(s.clone()),

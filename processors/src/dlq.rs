@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use mcpulse_bus::{BusError, Message, Producer, Record};
-use mcpulse_schemas::topics::{HEADER_DLQ_ERROR, HEADER_DLQ_OFFSET, HEADER_DLQ_PARTITION, HEADER_DLQ_TOPIC};
+use mcpulse_schemas::topics::{
+    HEADER_DLQ_ERROR, HEADER_DLQ_OFFSET, HEADER_DLQ_PARTITION, HEADER_DLQ_TOPIC,
+};
 
 /// Writes undecodable records to the dead-letter topic.
 #[derive(Clone)]
@@ -27,9 +29,15 @@ impl DeadLetters {
         message.timestamp_ms = Some(record.timestamp_ms);
         let message = message
             .with_header(HEADER_DLQ_TOPIC, Bytes::from(record.topic.clone()))
-            .with_header(HEADER_DLQ_PARTITION, Bytes::from(record.partition.to_string()))
+            .with_header(
+                HEADER_DLQ_PARTITION,
+                Bytes::from(record.partition.to_string()),
+            )
             .with_header(HEADER_DLQ_OFFSET, Bytes::from(record.offset.to_string()))
             .with_header(HEADER_DLQ_ERROR, Bytes::from(error.to_string()));
-        self.producer.send(&self.topic, vec![message]).await.map(|_| ())
+        self.producer
+            .send(&self.topic, vec![message])
+            .await
+            .map(|_| ())
     }
 }

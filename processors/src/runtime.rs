@@ -76,7 +76,13 @@ impl Runtime {
         config: RuntimeConfig,
         stats: Arc<RuntimeStats>,
     ) -> Self {
-        Self { consumer, operator, dead_letters, config, stats }
+        Self {
+            consumer,
+            operator,
+            dead_letters,
+            config,
+            stats,
+        }
     }
 
     /// Runs until `shutdown` turns true, then flushes everything, commits and leaves the group.
@@ -91,16 +97,26 @@ impl Runtime {
                 event = self.consumer.poll(self.config.poll_timeout) => event,
                 _ = shutdown.changed() => continue,
             };
-            match event.map_err(|source| RuntimeError::Bus { operator: name, source })? {
+            match event.map_err(|source| RuntimeError::Bus {
+                operator: name,
+                source,
+            })? {
                 ConsumerEvent::Records(records) => {
                     for record in &records {
-                        self.stats.records.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.stats
+                            .records
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         match self.operator.process(record).await {
                             Ok(()) => {}
                             Err(OperatorError::Decode(reason)) => {
                                 self.dead_letter(record, &reason, &mut shutdown).await?;
                             }
-                            Err(source) => return Err(RuntimeError::Operator { operator: name, source }),
+                            Err(source) => {
+                                return Err(RuntimeError::Operator {
+                                    operator: name,
+                                    source,
+                                });
+                            }
                         }
                     }
                     if self.operator.flush_due() {
@@ -111,8 +127,13 @@ impl Runtime {
                     info!(operator = name, ?partitions, "partitions assigned");
                 }
                 ConsumerEvent::Revoked(partitions) => {
-                    info!(operator = name, ?partitions, "partitions revoked: flushing and committing");
-                    self.flush_and_commit(Some(&partitions), true, &mut shutdown).await?;
+                    info!(
+                        operator = name,
+                        ?partitions,
+                        "partitions revoked: flushing and committing"
+                    );
+                    self.flush_and_commit(Some(&partitions), true, &mut shutdown)
+                        .await?;
                     self.operator.release(&partitions);
                 }
             }
@@ -120,7 +141,13 @@ impl Runtime {
         info!(operator = name, "draining: flushing buffered output");
         let mut never = watch::channel(false).1;
         self.flush_and_commit(None, true, &mut never).await?;
-        self.consumer.close().await.map_err(|source| RuntimeError::Bus { operator: name, source })?;
+        self.consumer
+            .close()
+            .await
+            .map_err(|source| RuntimeError::Bus {
+                operator: name,
+                source,
+            })?;
         info!(operator = name, "runtime stopped");
         Ok(())
     }
@@ -141,10 +168,17 @@ impl Runtime {
                     warn!(operator = name, error = %e, "dead-letter write failed, retrying");
                     backoff.wait().await;
                 }
-                Err(source) => return Err(RuntimeError::Bus { operator: name, source }),
+                Err(source) => {
+                    return Err(RuntimeError::Bus {
+                        operator: name,
+                        source,
+                    });
+                }
             }
         }
-        self.stats.dead_lettered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .dead_lettered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.operator.skip(&record.topic_partition(), record.offset);
         Ok(())
     }
@@ -163,7 +197,9 @@ impl Runtime {
             match self.operator.flush(partitions, all).await {
                 Ok(offsets) => break offsets,
                 Err(e) if e.is_retryable() => {
-                    self.stats.flush_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.stats
+                        .flush_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if *shutdown.borrow() && !all {
                         // Shutting down: the final `all` flush retries once more; what
                         // stays unflushed is redelivered after restart.
@@ -172,14 +208,27 @@ impl Runtime {
                     warn!(operator = name, error = %e, delay = ?backoff.next, "flush failed, retrying");
                     backoff.wait().await;
                 }
-                Err(source) => return Err(RuntimeError::Operator { operator: name, source }),
+                Err(source) => {
+                    return Err(RuntimeError::Operator {
+                        operator: name,
+                        source,
+                    });
+                }
             }
         };
-        self.stats.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .flushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !offsets.is_empty() {
+            crate::failpoint::hit("runtime.before_commit");
+        }
         self.commit(offsets).await
     }
 
-    async fn commit(&mut self, mut offsets: Vec<(TopicPartition, Offset)>) -> Result<(), RuntimeError> {
+    async fn commit(
+        &mut self,
+        mut offsets: Vec<(TopicPartition, Offset)>,
+    ) -> Result<(), RuntimeError> {
         let assigned = self.consumer.assignment();
         offsets.retain(|(tp, _)| assigned.contains(tp));
         if offsets.is_empty() {
@@ -189,7 +238,9 @@ impl Runtime {
         debug!(operator = name, ?offsets, "committing");
         match self.consumer.commit(&offsets).await {
             Ok(()) => {
-                self.stats.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats
+                    .commits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             }
             // The partition moved to another member meanwhile: its new owner replays from
@@ -198,7 +249,10 @@ impl Runtime {
                 warn!(operator = name, partition = %tp, "dropping stale commit for a partition no longer owned");
                 Ok(())
             }
-            Err(source) => Err(RuntimeError::Bus { operator: name, source }),
+            Err(source) => Err(RuntimeError::Bus {
+                operator: name,
+                source,
+            }),
         }
     }
 }
@@ -211,7 +265,10 @@ struct Backoff {
 
 impl Backoff {
     fn new(config: &RuntimeConfig) -> Self {
-        Self { next: config.min_backoff, max: config.max_backoff }
+        Self {
+            next: config.min_backoff,
+            max: config.max_backoff,
+        }
     }
 
     async fn wait(&mut self) {

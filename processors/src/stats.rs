@@ -27,23 +27,53 @@ impl MetricsSource for NamedStats {
     fn render(&self, out: &mut PromWriter) {
         let l = [("operator", self.operator)];
         let s = &self.stats;
-        out.counter("mcpulse_processor_records_total", "Records consumed from the log.", &l, s.records.load(Relaxed));
+        out.counter(
+            "mcpulse_processor_records_total",
+            "Records consumed from the log.",
+            &l,
+            s.records.load(Relaxed),
+        );
         out.counter(
             "mcpulse_processor_dead_lettered_total",
             "Records that could not be decoded and went to the dead-letter topic.",
             &l,
             s.dead_lettered.load(Relaxed),
         );
-        out.counter("mcpulse_processor_flushes_total", "Flushes that made output durable.", &l, s.flushes.load(Relaxed));
+        out.counter(
+            "mcpulse_processor_flushes_total",
+            "Flushes that made output durable.",
+            &l,
+            s.flushes.load(Relaxed),
+        );
         out.counter(
             "mcpulse_processor_flush_errors_total",
             "Flushes that failed and were retried.",
             &l,
             s.flush_errors.load(Relaxed),
         );
-        out.counter("mcpulse_processor_commits_total", "Offset commits.", &l, s.commits.load(Relaxed));
-        out.counter("mcpulse_archive_rows_total", "Rows written to the archive.", &l, s.rows_written.load(Relaxed));
-        out.counter("mcpulse_archive_files_total", "Parquet files written.", &l, s.files_written.load(Relaxed));
-        out.counter("mcpulse_archive_bytes_total", "Parquet bytes written.", &l, s.bytes_written.load(Relaxed));
+        out.counter(
+            "mcpulse_processor_commits_total",
+            "Offset commits.",
+            &l,
+            s.commits.load(Relaxed),
+        );
+        out.counter(
+            "mcpulse_archive_rows_total",
+            "Rows written to the archive.",
+            &l,
+            s.rows_written.load(Relaxed),
+        );
+        out.counter(
+            "mcpulse_archive_files_total",
+            "Parquet files written.",
+            &l,
+            s.files_written.load(Relaxed),
+        );
+        out.counter(
+            "mcpulse_archive_bytes_total",
+            "Parquet bytes written.",
+            &l,
+            s.bytes_written.load(Relaxed),
+        );
     }
 }

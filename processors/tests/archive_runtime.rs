@@ -27,10 +27,15 @@ const SPANS: &str = "t.spans.v1";
 const DLQ: &str = "t.dlq.v1";
 
 fn request(first_id: u64, n: u64) -> Bytes {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     let kv = |k: &str, v: &str| KeyValue {
         key: k.into(),
-        value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(v.into())),
+        }),
         ..Default::default()
     };
     let spans = (first_id..first_id + n)
@@ -41,14 +46,23 @@ fn request(first_id: u64, n: u64) -> Bytes {
             kind: 2,
             start_time_unix_nano: now,
             end_time_unix_nano: now + 1000,
-            attributes: vec![kv("gen_ai.tool.name", "x"), kv("mcp.method.name", "tools/call")],
+            attributes: vec![
+                kv("gen_ai.tool.name", "x"),
+                kv("mcp.method.name", "tools/call"),
+            ],
             ..Default::default()
         })
         .collect();
     let req = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![kv("service.name", "svc")], ..Default::default() }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "svc")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     };
@@ -58,8 +72,16 @@ fn request(first_id: u64, n: u64) -> Bytes {
 async fn open_bus(dir: &Path) -> DynBus {
     let bus = EmbeddedBus::open(EmbeddedConfig::new(dir.join("log"))).unwrap();
     bus.ensure_topics(&[
-        TopicSpec { name: SPANS.into(), partitions: 1, replication: 1 },
-        TopicSpec { name: DLQ.into(), partitions: 1, replication: 1 },
+        TopicSpec {
+            name: SPANS.into(),
+            partitions: 1,
+            replication: 1,
+        },
+        TopicSpec {
+            name: DLQ.into(),
+            partitions: 1,
+            replication: 1,
+        },
     ])
     .await
     .unwrap();
@@ -88,10 +110,17 @@ fn parquet_files(dir: &Path) -> Vec<(String, usize)> {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "parquet") {
                 let file = std::fs::File::open(&path).unwrap();
-                let reader = parquet::file::serialized_reader::SerializedFileReader::new(file).unwrap();
+                let reader =
+                    parquet::file::serialized_reader::SerializedFileReader::new(file).unwrap();
                 use parquet::file::reader::FileReader;
                 let rows = reader.metadata().file_metadata().num_rows() as usize;
-                out.push((path.strip_prefix(dir).unwrap().to_string_lossy().into_owned(), rows));
+                out.push((
+                    path.strip_prefix(dir)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                    rows,
+                ));
             }
         }
     }
@@ -125,7 +154,10 @@ async fn archives_once_and_dead_letters_garbage() {
         .unwrap();
 
     let stats = Arc::new(RuntimeStats::default());
-    let config = ArchiveConfig { flush_interval: Duration::from_millis(50), ..ArchiveConfig::default() };
+    let config = ArchiveConfig {
+        flush_interval: Duration::from_millis(50),
+        ..ArchiveConfig::default()
+    };
     let archiver = Archiver::new(SpansFormat, target(dir.path()), config, None, stats.clone());
     let consumer = bus.consumer("archive", &[SPANS.to_string()]).await.unwrap();
     let runtime = Runtime::new(
@@ -139,7 +171,10 @@ async fn archives_once_and_dead_letters_garbage() {
     let task = tokio::spawn(runtime.run(stopped));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while stats.rows_written.load(Relaxed) < 15 || stats.commits.load(Relaxed) == 0 {
-        assert!(std::time::Instant::now() < deadline, "archiver did not write 15 rows");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "archiver did not write 15 rows"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.send(true).unwrap();
@@ -149,7 +184,12 @@ async fn archives_once_and_dead_letters_garbage() {
     assert_eq!(stats.dead_lettered.load(Relaxed), 2);
     let files = parquet_files(dir.path());
     assert_eq!(files.iter().map(|(_, n)| n).sum::<usize>(), 15, "{files:?}");
-    assert!(files.iter().all(|(p, _)| p.contains("spans/tenant=acme/date=")), "{files:?}");
+    assert!(
+        files
+            .iter()
+            .all(|(p, _)| p.contains("spans/tenant=acme/date=")),
+        "{files:?}"
+    );
 
     // Both bad records are in the DLQ with their origin and reason.
     let mut dlq = bus.consumer("inspect", &[DLQ.to_string()]).await.unwrap();
@@ -159,8 +199,14 @@ async fn archives_once_and_dead_letters_garbage() {
             seen.extend(records);
         }
     }
-    let offsets: Vec<_> = seen.iter().map(|r| r.header(HEADER_DLQ_OFFSET).unwrap().clone()).collect();
-    assert_eq!(offsets, vec![Bytes::from_static(b"1"), Bytes::from_static(b"2")]);
+    let offsets: Vec<_> = seen
+        .iter()
+        .map(|r| r.header(HEADER_DLQ_OFFSET).unwrap().clone())
+        .collect();
+    assert_eq!(
+        offsets,
+        vec![Bytes::from_static(b"1"), Bytes::from_static(b"2")]
+    );
     let reason = String::from_utf8(seen[0].header(HEADER_DLQ_ERROR).unwrap().to_vec()).unwrap();
     assert!(reason.contains("ExportTraceServiceRequest"), "{reason}");
     let reason = String::from_utf8(seen[1].header(HEADER_DLQ_ERROR).unwrap().to_vec()).unwrap();
@@ -177,12 +223,20 @@ async fn archives_once_and_dead_letters_garbage() {
 async fn replay_after_crash_rewrites_the_same_objects() {
     let dir = tempfile::tempdir().unwrap();
     let bus = open_bus(dir.path()).await;
-    let messages: Vec<Message> = (0..6).map(|i| message(request(i * 10, 10), Some("acme"))).collect();
+    let messages: Vec<Message> = (0..6)
+        .map(|i| message(request(i * 10, 10), Some("acme")))
+        .collect();
     bus.producer().send(SPANS, messages).await.unwrap();
 
     // First run: flush by age after 4 records, then "crash" before committing.
     let stats = Arc::new(RuntimeStats::default());
-    let mut first = Archiver::new(SpansFormat, target(dir.path()), ArchiveConfig::default(), None, stats.clone());
+    let mut first = Archiver::new(
+        SpansFormat,
+        target(dir.path()),
+        ArchiveConfig::default(),
+        None,
+        stats.clone(),
+    );
     let mut consumer = bus.consumer("archive", &[SPANS.to_string()]).await.unwrap();
     let mut records = Vec::new();
     while records.len() < 6 {
@@ -199,10 +253,17 @@ async fn replay_after_crash_rewrites_the_same_objects() {
     drop(consumer); // no commit: the crash
     let after_crash = parquet_files(dir.path());
     assert_eq!(after_crash.len(), 1);
-    assert!(after_crash[0].0.ends_with("t.spans.v1-0-00000000000000000000-00000000000000000003.parquet"));
+    assert!(
+        after_crash[0]
+            .0
+            .ends_with("t.spans.v1-0-00000000000000000000-00000000000000000003.parquet")
+    );
 
     // Replay with a different (size) setting that alone would cut after 3 records.
-    let config = ArchiveConfig { flush_rows: 30, ..ArchiveConfig::default() };
+    let config = ArchiveConfig {
+        flush_rows: 30,
+        ..ArchiveConfig::default()
+    };
     let mut second = Archiver::new(SpansFormat, target(dir.path()), config, None, stats);
     for r in &records {
         second.process(r).await.unwrap();
@@ -210,7 +271,10 @@ async fn replay_after_crash_rewrites_the_same_objects() {
     let offsets = second.flush(None, true).await.unwrap();
     assert_eq!(offsets[0].1, 6);
     let files = parquet_files(dir.path());
-    let names: Vec<_> = files.iter().map(|(p, _)| p.rsplit('/').next().unwrap().to_string()).collect();
+    let names: Vec<_> = files
+        .iter()
+        .map(|(p, _)| p.rsplit('/').next().unwrap().to_string())
+        .collect();
     assert_eq!(
         names,
         vec![
@@ -218,5 +282,9 @@ async fn replay_after_crash_rewrites_the_same_objects() {
             "t.spans.v1-0-00000000000000000004-00000000000000000005.parquet",
         ]
     );
-    assert_eq!(files.iter().map(|(_, n)| n).sum::<usize>(), 60, "every span exactly once: {files:?}");
+    assert_eq!(
+        files.iter().map(|(_, n)| n).sum::<usize>(),
+        60,
+        "every span exactly once: {files:?}"
+    );
 }

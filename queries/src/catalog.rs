@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::error::Result;
 use datafusion::prelude::SessionContext;
 use mcpulse_schemas::Table;
@@ -32,18 +34,34 @@ impl ArchiveCatalog {
 
     /// Registers the store with `ctx` so listing tables can reach it.
     pub fn register_store(&self, ctx: &SessionContext) {
-        let base = Url::parse(&format!("{}://{}", self.root.scheme(), self.root.authority())).expect("valid base URL");
+        let base = Url::parse(&format!(
+            "{}://{}",
+            self.root.scheme(),
+            self.root.authority()
+        ))
+        .expect("valid base URL");
         ctx.register_object_store(&base, self.store.clone());
     }
 
     /// A listing table over every tenant's files of `table`, with `tenant`, `date` and
     /// `hour` as partition columns (so filters on them prune folders).
     pub fn listing_table(&self, table: Table) -> Result<Arc<ListingTable>> {
-        let url = ListingTableUrl::parse(self.root.join(&format!("{}/", table.name())).expect("valid table URL"))?;
+        let url = ListingTableUrl::parse(
+            self.root
+                .join(&format!("{}/", table.name()))
+                .expect("valid table URL"),
+        )?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
-            .with_table_partition_cols(PARTITION_COLUMNS.iter().map(|c| (c.to_string(), DataType::Utf8)).collect());
-        let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(table.schema());
+            .with_table_partition_cols(
+                PARTITION_COLUMNS
+                    .iter()
+                    .map(|c| (c.to_string(), DataType::Utf8))
+                    .collect(),
+            );
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(table.schema());
         Ok(Arc::new(ListingTable::try_new(config)?))
     }
 }

@@ -18,6 +18,10 @@ pub struct QueryConfig {
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        Self { max_rows: 100_000, timeout: Duration::from_secs(60), target_partitions: 2 }
+        Self {
+            max_rows: 100_000,
+            timeout: Duration::from_secs(60),
+            target_partitions: 2,
+        }
     }
 }

@@ -43,8 +43,12 @@ impl QueryError {
 
     fn from_datafusion(e: DataFusionError) -> Self {
         match e.find_root() {
-            DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => QueryError::Archive(e.to_string()),
-            DataFusionError::Plan(_) if e.to_string().contains("not supported") || e.to_string().contains("Only") => {
+            DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => {
+                QueryError::Archive(e.to_string())
+            }
+            DataFusionError::Plan(_)
+                if e.to_string().contains("not supported") || e.to_string().contains("Only") =>
+            {
                 QueryError::NotAllowed(e.to_string())
             }
             _ => QueryError::Sql(e.strip_backtrace()),
@@ -90,11 +94,17 @@ impl QueryEngine {
         let config = SessionConfig::new()
             .with_target_partitions(self.config.target_partitions.max(1))
             .with_information_schema(true);
-        let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .build();
         let ctx = SessionContext::new_with_state(state);
         self.catalog.register_store(&ctx);
         for table in Table::ALL {
-            let listing = self.catalog.listing_table(table).map_err(QueryError::from_datafusion)?;
+            let listing = self
+                .catalog
+                .listing_table(table)
+                .map_err(QueryError::from_datafusion)?;
             let provider = match scope {
                 Scope::All => listing as Arc<dyn datafusion::catalog::TableProvider>,
                 Scope::Tenant(tenant) => ctx
@@ -103,7 +113,8 @@ impl QueryEngine {
                     .map_err(QueryError::from_datafusion)?
                     .into_view(),
             };
-            ctx.register_table(table.name(), provider).map_err(QueryError::from_datafusion)?;
+            ctx.register_table(table.name(), provider)
+                .map_err(QueryError::from_datafusion)?;
         }
         Ok(ctx)
     }
@@ -111,12 +122,21 @@ impl QueryEngine {
     /// Runs one read-only statement, returning at most `max_rows` rows within the timeout.
     pub async fn execute(&self, scope: &Scope, sql: &str) -> Result<QueryResult, QueryError> {
         let ctx = self.context(scope)?;
-        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
         let max_rows = self.config.max_rows;
         let run = async {
-            let df = ctx.sql_with_options(sql, options).await.map_err(QueryError::from_datafusion)?;
+            let df = ctx
+                .sql_with_options(sql, options)
+                .await
+                .map_err(QueryError::from_datafusion)?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let mut stream = df.execute_stream().await.map_err(QueryError::from_datafusion)?;
+            let mut stream = df
+                .execute_stream()
+                .await
+                .map_err(QueryError::from_datafusion)?;
             let mut batches = Vec::new();
             let mut rows = 0;
             let mut truncated = false;
@@ -130,8 +150,14 @@ impl QueryEngine {
                 rows += batch.num_rows();
                 batches.push(batch);
             }
-            Ok(QueryResult { schema, batches, truncated })
+            Ok(QueryResult {
+                schema,
+                batches,
+                truncated,
+            })
         };
-        tokio::time::timeout(self.config.timeout, run).await.map_err(|_| QueryError::Timeout(self.config.timeout))?
+        tokio::time::timeout(self.config.timeout, run)
+            .await
+            .map_err(|_| QueryError::Timeout(self.config.timeout))?
     }
 }

@@ -27,7 +27,9 @@ impl std::str::FromStr for OutputFormat {
             "csv" => Ok(Self::Csv),
             "json" => Ok(Self::Json),
             "ndjson" => Ok(Self::Ndjson),
-            other => Err(format!("unknown format {other:?}: use table, csv, json or ndjson")),
+            other => Err(format!(
+                "unknown format {other:?}: use table, csv, json or ndjson"
+            )),
         }
     }
 }
@@ -43,11 +45,17 @@ impl OutputFormat {
     }
 
     /// Renders `batches` (which all share `schema`).
-    pub fn render(self, schema: &datafusion::arrow::datatypes::SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, ArrowError> {
+    pub fn render(
+        self,
+        schema: &datafusion::arrow::datatypes::SchemaRef,
+        batches: &[RecordBatch],
+    ) -> Result<Vec<u8>, ArrowError> {
         match self {
             Self::Table => {
                 let text = if batches.is_empty() {
-                    datafusion::arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(schema.clone())])?
+                    datafusion::arrow::util::pretty::pretty_format_batches(&[
+                        RecordBatch::new_empty(schema.clone()),
+                    ])?
                 } else {
                     datafusion::arrow::util::pretty::pretty_format_batches(batches)?
                 };
@@ -56,7 +64,9 @@ impl OutputFormat {
             Self::Csv => {
                 let mut out = Vec::new();
                 {
-                    let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+                    let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+                        .with_header(true)
+                        .build(&mut out);
                     if batches.is_empty() {
                         writer.write(&RecordBatch::new_empty(schema.clone()))?;
                     }

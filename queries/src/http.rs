@@ -42,7 +42,9 @@ struct QueryParams {
 
 /// The SQL endpoint router.
 pub fn query_router(engine: QueryEngine, authorize: Authorize) -> Router {
-    Router::new().route("/api/v1/query", post(query)).with_state(QueryState { engine, authorize })
+    Router::new()
+        .route("/api/v1/query", post(query))
+        .with_state(QueryState { engine, authorize })
 }
 
 async fn query(
@@ -61,7 +63,10 @@ async fn query(
         .is_some_and(|v| v.starts_with("application/json"));
     let (sql, format) = if is_json {
         match serde_json::from_slice::<QueryBody>(&body) {
-            Ok(b) => (b.sql, b.format.or(params.format).unwrap_or(OutputFormat::Json)),
+            Ok(b) => (
+                b.sql,
+                b.format.or(params.format).unwrap_or(OutputFormat::Json),
+            ),
             Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid query body: {e}")),
         }
     } else {
@@ -77,10 +82,23 @@ async fn query(
         Ok(result) => match format.render(&result.schema, &result.batches) {
             Ok(bytes) => {
                 let truncated = if result.truncated { "true" } else { "false" };
-                (StatusCode::OK, [(CONTENT_TYPE, format.content_type()), (http::HeaderName::from_static("x-mcpulse-truncated"), truncated)], bytes)
+                (
+                    StatusCode::OK,
+                    [
+                        (CONTENT_TYPE, format.content_type()),
+                        (
+                            http::HeaderName::from_static("x-mcpulse-truncated"),
+                            truncated,
+                        ),
+                    ],
+                    bytes,
+                )
                     .into_response()
             }
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("rendering the result failed: {e}")),
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("rendering the result failed: {e}"),
+            ),
         },
         Err(e) => {
             let status = match &e {

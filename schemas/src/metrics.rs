@@ -24,7 +24,14 @@ pub enum MetricKind {
 
 impl PromWriter {
     /// Writes one sample, declaring its family (HELP and TYPE) the first time it is seen.
-    pub fn sample(&mut self, name: &str, kind: MetricKind, help: &str, labels: &[(&str, &str)], value: f64) {
+    pub fn sample(
+        &mut self,
+        name: &str,
+        kind: MetricKind,
+        help: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) {
         if self.declared.insert(name.to_string()) {
             let kind = match kind {
                 MetricKind::Counter => "counter",
@@ -61,7 +68,9 @@ impl PromWriter {
 }
 
 fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

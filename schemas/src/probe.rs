@@ -234,14 +234,21 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
 impl ProbeResult {
     /// Checks what serde cannot: lengths, the failure fields' consistency, the hash format,
     /// and that `started_at` lies within `[earliest, latest]`.
-    pub fn validate(&self, earliest: DateTime<Utc>, latest: DateTime<Utc>) -> Result<(), FieldError> {
+    pub fn validate(
+        &self,
+        earliest: DateTime<Utc>,
+        latest: DateTime<Utc>,
+    ) -> Result<(), FieldError> {
         check_len("server", &self.server, 256)?;
         check_len("region", &self.region, 64)?;
         if self.started_at < earliest || self.started_at > latest {
@@ -257,7 +264,10 @@ impl ProbeResult {
         }
         match (self.ok, self.failure_reason) {
             (false, None) => {
-                return Err(FieldError::new("failure_reason", "required when ok is false"));
+                return Err(FieldError::new(
+                    "failure_reason",
+                    "required when ok is false",
+                ));
             }
             (true, Some(reason)) if !reason.is_warning() => {
                 return Err(FieldError::new(
@@ -268,18 +278,28 @@ impl ProbeResult {
             _ => {}
         }
         if self.failure_reason == Some(FailureReason::Timeout) && self.failure_phase.is_none() {
-            return Err(FieldError::new("failure_phase", "required when failure_reason is timeout"));
+            return Err(FieldError::new(
+                "failure_phase",
+                "required when failure_reason is timeout",
+            ));
         }
         if let Some(hash) = &self.tools_hash {
-            let is_hex = hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            let is_hex =
+                hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
             if !is_hex {
-                return Err(FieldError::new("tools_hash", "must be 64 lowercase hex characters (SHA-256)"));
+                return Err(FieldError::new(
+                    "tools_hash",
+                    "must be 64 lowercase hex characters (SHA-256)",
+                ));
             }
         }
         if let Some(status) = self.http_status
             && !(100..=599).contains(&status)
         {
-            return Err(FieldError::new("http_status", format!("{status} is not an HTTP status")));
+            return Err(FieldError::new(
+                "http_status",
+                format!("{status} is not an HTTP status"),
+            ));
         }
         let timings = [
             ("phases.dns_ms", self.phases.dns_ms),
@@ -294,7 +314,10 @@ impl ProbeResult {
             if let Some(v) = value
                 && !(v.is_finite() && v >= 0.0)
             {
-                return Err(FieldError::new(field, format!("{v} is not a non-negative duration")));
+                return Err(FieldError::new(
+                    field,
+                    format!("{v} is not a non-negative duration"),
+                ));
             }
         }
         for (key, _) in &self.labels {
@@ -313,7 +336,10 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
     if value.is_empty() {
         Err(FieldError::new(field, "must not be empty"))
     } else if value.chars().count() > max {
-        Err(FieldError::new(field, format!("longer than {max} characters")))
+        Err(FieldError::new(
+            field,
+            format!("longer than {max} characters"),
+        ))
     } else {
         Ok(())
     }
@@ -395,28 +421,61 @@ mod tests {
             prober: None,
         };
         assert_eq!(base.validate(a, b).unwrap_err().field, "failure_reason");
-        let timeout = ProbeResult { failure_reason: Some(FailureReason::Timeout), ..base.clone() };
+        let timeout = ProbeResult {
+            failure_reason: Some(FailureReason::Timeout),
+            ..base.clone()
+        };
         assert_eq!(timeout.validate(a, b).unwrap_err().field, "failure_phase");
-        let contradictory = ProbeResult { ok: true, failure_reason: Some(FailureReason::TcpRefused), ..base.clone() };
-        assert_eq!(contradictory.validate(a, b).unwrap_err().field, "failure_reason");
-        let slow = ProbeResult { ok: true, failure_reason: Some(FailureReason::LatencyDegraded), ..base.clone() };
+        let contradictory = ProbeResult {
+            ok: true,
+            failure_reason: Some(FailureReason::TcpRefused),
+            ..base.clone()
+        };
+        assert_eq!(
+            contradictory.validate(a, b).unwrap_err().field,
+            "failure_reason"
+        );
+        let slow = ProbeResult {
+            ok: true,
+            failure_reason: Some(FailureReason::LatencyDegraded),
+            ..base.clone()
+        };
         slow.validate(a, b).unwrap();
-        let old = ProbeResult { ok: true, started_at: a - Duration::days(1), ..base.clone() };
+        let old = ProbeResult {
+            ok: true,
+            started_at: a - Duration::days(1),
+            ..base.clone()
+        };
         assert_eq!(old.validate(a, b).unwrap_err().field, "started_at");
-        let bad_hash = ProbeResult { ok: true, tools_hash: Some("ABC".into()), ..base.clone() };
+        let bad_hash = ProbeResult {
+            ok: true,
+            tools_hash: Some("ABC".into()),
+            ..base.clone()
+        };
         assert_eq!(bad_hash.validate(a, b).unwrap_err().field, "tools_hash");
-        let empty = ProbeResult { ok: true, server: String::new(), ..base };
+        let empty = ProbeResult {
+            ok: true,
+            server: String::new(),
+            ..base
+        };
         assert_eq!(empty.validate(a, b).unwrap_err().field, "server");
     }
 
     #[test]
     fn published_json_schema_is_current() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/json/probe_result.v1.schema.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/json/probe_result.v1.schema.json"
+        );
         let generated = serde_json::to_string_pretty(&ProbeResult::json_schema()).unwrap() + "\n";
         if std::env::var_os("MCPULSE_BLESS").is_some() {
             std::fs::write(path, &generated).unwrap();
         }
-        let published = std::fs::read_to_string(path).expect("schema file exists (MCPULSE_BLESS=1 writes it)");
-        assert_eq!(published, generated, "run `MCPULSE_BLESS=1 cargo test -p mcpulse-schemas` to update");
+        let published =
+            std::fs::read_to_string(path).expect("schema file exists (MCPULSE_BLESS=1 writes it)");
+        assert_eq!(
+            published, generated,
+            "run `MCPULSE_BLESS=1 cargo test -p mcpulse-schemas` to update"
+        );
     }
 }

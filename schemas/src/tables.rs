@@ -244,20 +244,38 @@ mod tests {
     fn spans_schema_promotes_mcp_attributes() {
         let schema = Table::Spans.schema();
         for (_, col) in spans::PROMOTED_ATTRIBUTES {
-            assert_eq!(schema.field_with_name(col).unwrap().data_type(), &DataType::Utf8);
+            assert_eq!(
+                schema.field_with_name(col).unwrap().data_type(),
+                &DataType::Utf8
+            );
         }
-        assert_eq!(schema.field_with_name("start_time").unwrap().data_type(), &timestamp_type());
-        assert!(matches!(schema.field_with_name("events").unwrap().data_type(), DataType::List(_)));
+        assert_eq!(
+            schema.field_with_name("start_time").unwrap().data_type(),
+            &timestamp_type()
+        );
+        assert!(matches!(
+            schema.field_with_name("events").unwrap().data_type(),
+            DataType::List(_)
+        ));
     }
 
     #[test]
     fn no_table_stores_partition_columns() {
         for table in Table::ALL {
             for col in PARTITION_COLUMNS {
-                assert!(table.schema().field_with_name(col).is_err(), "{} stores {col}", table.name());
+                assert!(
+                    table.schema().field_with_name(col).is_err(),
+                    "{} stores {col}",
+                    table.name()
+                );
             }
             assert!(table.schema().field_with_name(table.time_column()).is_ok());
-            assert!(table.schema().field_with_name(table.server_column()).is_ok());
+            assert!(
+                table
+                    .schema()
+                    .field_with_name(table.server_column())
+                    .is_ok()
+            );
         }
     }
 }

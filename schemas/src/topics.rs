@@ -22,7 +22,9 @@ pub struct Topics {
 
 impl Default for Topics {
     fn default() -> Self {
-        Self { prefix: "mcpulse.".to_string() }
+        Self {
+            prefix: "mcpulse.".to_string(),
+        }
     }
 }
 
@@ -49,7 +51,13 @@ impl Topics {
     }
     /// Every topic, in a stable order.
     pub fn all(&self) -> Vec<String> {
-        vec![self.spans(), self.probes(), self.findings(), self.alerts(), self.dlq()]
+        vec![
+            self.spans(),
+            self.probes(),
+            self.findings(),
+            self.alerts(),
+            self.dlq(),
+        ]
     }
 }
 

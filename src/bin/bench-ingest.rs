@@ -21,7 +21,9 @@ use mcpulse_processors::dlq::DeadLetters;
 use mcpulse_processors::stats::RuntimeStats;
 use mcpulse_schemas::Table;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, InstrumentationScope, KeyValue, any_value::Value,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span::Event};
 use prost::Message;
@@ -37,18 +39,38 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--spans" => spans = args.next().and_then(|v| v.parse().ok()).ok_or_else(|| anyhow::anyhow!("--spans N"))?,
-            "--batch" => batch = args.next().and_then(|v| v.parse().ok()).ok_or_else(|| anyhow::anyhow!("--batch N"))?,
+            "--spans" => {
+                spans = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| anyhow::anyhow!("--spans N"))?
+            }
+            "--batch" => {
+                batch = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| anyhow::anyhow!("--batch N"))?
+            }
             other => anyhow::bail!("unknown argument {other:?} (use --spans N --batch N)"),
         }
     }
     let requests = spans.div_ceil(batch);
-    let templates: Vec<Bytes> = (0..TEMPLATES.min(requests)).map(|i| Bytes::from(request(i, batch).encode_to_vec())).collect();
+    let templates: Vec<Bytes> = (0..TEMPLATES.min(requests))
+        .map(|i| Bytes::from(request(i, batch).encode_to_vec()))
+        .collect();
     let template_mb = templates.iter().map(Bytes::len).sum::<usize>() as f64 / 1e6;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!("bench-ingest: {} spans in {requests} OTLP requests of {batch} spans ({} distinct requests, {template_mb:.1} MB), {cores} cores", requests * batch, templates.len());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "bench-ingest: {} spans in {requests} OTLP requests of {batch} spans ({} distinct requests, {template_mb:.1} MB), {cores} cores",
+        requests * batch,
+        templates.len()
+    );
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let full = rt.block_on(full_path(&templates, requests, batch))?;
     let rss_full = peak_rss_mb();
     let direct = direct_parquet(&templates, requests)?;
@@ -57,12 +79,33 @@ fn main() -> anyhow::Result<()> {
     let per_core = |m: &Measure| total / m.cpu.as_secs_f64();
     let wall = |m: &Measure| total / m.wall.as_secs_f64();
     println!();
-    println!("{:<44} {:>14} {:>14} {:>10}", "path", "spans/s/core", "spans/s wall", "cpu s");
-    println!("{:<44} {:>14.0} {:>14.0} {:>10.2}", "full (OTLP decode → log → archiver → Parquet)", per_core(&full), wall(&full), full.cpu.as_secs_f64());
-    println!("{:<44} {:>14.0} {:>14.0} {:>10.2}", "direct (spans → Arrow → Parquet)", per_core(&direct), wall(&direct), direct.cpu.as_secs_f64());
+    println!(
+        "{:<44} {:>14} {:>14} {:>10}",
+        "path", "spans/s/core", "spans/s wall", "cpu s"
+    );
+    println!(
+        "{:<44} {:>14.0} {:>14.0} {:>10.2}",
+        "full (OTLP decode → log → archiver → Parquet)",
+        per_core(&full),
+        wall(&full),
+        full.cpu.as_secs_f64()
+    );
+    println!(
+        "{:<44} {:>14.0} {:>14.0} {:>10.2}",
+        "direct (spans → Arrow → Parquet)",
+        per_core(&direct),
+        wall(&direct),
+        direct.cpu.as_secs_f64()
+    );
     println!();
-    println!("full path per core: {:.0} spans/s (target ≥ 250000)", per_core(&full));
-    println!("full / direct per core: {:.1}% (target ≥ 40%)", 100.0 * per_core(&full) / per_core(&direct));
+    println!(
+        "full path per core: {:.0} spans/s (target ≥ 250000)",
+        per_core(&full)
+    );
+    println!(
+        "full / direct per core: {:.1}% (target ≥ 40%)",
+        100.0 * per_core(&full) / per_core(&direct)
+    );
     println!("peak RSS during full path: {rss_full:.0} MB (target < 300)");
     Ok(())
 }
@@ -79,12 +122,36 @@ async fn full_path(templates: &[Bytes], requests: usize, batch: usize) -> anyhow
     let bus = mcpulse::run::open_bus(&config).await?;
     let archive = ArchiveLocation::open(&config)?;
     let stats = Arc::new(RuntimeStats::default());
-    let consumer = bus.consumer("bench-archive", &[config.topics.spans()]).await?;
-    let archiver = Archiver::new(SpansFormat, archive.target.clone(), config.archive.clone(), None, stats.clone());
-    let runtime = Runtime::new(consumer, Box::new(archiver), DeadLetters::new(bus.producer(), config.topics.dlq()), config.runtime.clone(), stats.clone());
+    let consumer = bus
+        .consumer("bench-archive", &[config.topics.spans()])
+        .await?;
+    let archiver = Archiver::new(
+        SpansFormat,
+        archive.target.clone(),
+        config.archive.clone(),
+        None,
+        stats.clone(),
+    );
+    let runtime = Runtime::new(
+        consumer,
+        Box::new(archiver),
+        DeadLetters::new(bus.producer(), config.topics.dlq()),
+        config.runtime.clone(),
+        stats.clone(),
+    );
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let pressure = Backpressure::new(config.ingest.max_inflight_bytes, u64::MAX, config.ingest.retry_after);
-    let ingest = TraceIngest::new(bus.producer(), &config.topics, config.ingest.clone(), pressure, Arc::new(IngestStats::default()));
+    let pressure = Backpressure::new(
+        config.ingest.max_inflight_bytes,
+        u64::MAX,
+        config.ingest.retry_after,
+    );
+    let ingest = TraceIngest::new(
+        bus.producer(),
+        &config.topics,
+        config.ingest.clone(),
+        pressure,
+        Arc::new(IngestStats::default()),
+    );
 
     let cpu0 = cpu_time();
     let start = Instant::now();
@@ -96,7 +163,9 @@ async fn full_path(templates: &[Bytes], requests: usize, batch: usize) -> anyhow
         senders.push(tokio::spawn(async move {
             let mut i = worker;
             while i < requests {
-                let outcome = ingest.export_protobuf("bench", templates[i % templates.len()].clone()).await?;
+                let outcome = ingest
+                    .export_protobuf("bench", templates[i % templates.len()].clone())
+                    .await?;
                 anyhow::ensure!(outcome.rejected == 0, "spans rejected: {}", outcome.message);
                 i += CONCURRENCY;
             }
@@ -133,7 +202,8 @@ async fn full_path(templates: &[Bytes], requests: usize, batch: usize) -> anyhow
 fn direct_parquet(templates: &[Bytes], requests: usize) -> anyhow::Result<Measure> {
     let dir = tempfile::tempdir()?;
     let config = Config::embedded_default();
-    let encoder = mcpulse_processors::archive::ParquetEncoder::new(Table::Spans, config.archive.clone());
+    let encoder =
+        mcpulse_processors::archive::ParquetEncoder::new(Table::Spans, config.archive.clone());
     let rows_per_file = config.archive.flush_rows;
     let cpu0 = cpu_time();
     let start = Instant::now();
@@ -141,7 +211,9 @@ fn direct_parquet(templates: &[Bytes], requests: usize) -> anyhow::Result<Measur
     let mut files = 0;
     let mut flush = |rows: PartitionedRows<_>| -> anyhow::Result<()> {
         for (_, batch) in rows.finish()? {
-            let bytes = encoder.encode(&batch, "bench").map_err(|e| anyhow::anyhow!("{e}"))?;
+            let bytes = encoder
+                .encode(&batch, "bench")
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let path = dir.path().join(format!("{files}.parquet"));
             std::fs::write(&path, &bytes)?;
             std::fs::File::open(&path)?.sync_all()?;
@@ -150,19 +222,33 @@ fn direct_parquet(templates: &[Bytes], requests: usize) -> anyhow::Result<Measur
         Ok(())
     };
     for i in 0..requests {
-        SpansFormat.decode_into("bench", &templates[i % templates.len()], &mut rows).map_err(|e| anyhow::anyhow!("{e}"))?;
+        SpansFormat
+            .decode_into("bench", &templates[i % templates.len()], &mut rows)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         if rows.rows() >= rows_per_file {
             flush(std::mem::take(&mut rows))?;
         }
     }
     flush(rows)?;
-    Ok(Measure { cpu: cpu_time() - cpu0, wall: start.elapsed() })
+    Ok(Measure {
+        cpu: cpu_time() - cpu0,
+        wall: start.elapsed(),
+    })
 }
 
 /// One OTLP request of `batch` MCP tool-call spans from service `i % SERVICES`.
 fn request(i: usize, batch: usize) -> ExportTraceServiceRequest {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos() as u64;
-    let s = |k: &str, v: String| KeyValue { key: k.into(), value: Some(AnyValue { value: Some(Value::StringValue(v)) }), ..Default::default() };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as u64;
+    let s = |k: &str, v: String| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(v)),
+        }),
+        ..Default::default()
+    };
     let spans = (0..batch)
         .map(|j| {
             let n = (i * batch + j) as u64;
@@ -172,7 +258,11 @@ fn request(i: usize, batch: usize) -> ExportTraceServiceRequest {
             Span {
                 trace_id: [n.to_be_bytes(), (i as u64 + 1).to_be_bytes()].concat(),
                 span_id: (n + 1).to_be_bytes().to_vec(),
-                parent_span_id: if j % 4 == 0 { Vec::new() } else { (n).to_be_bytes().to_vec() },
+                parent_span_id: if j % 4 == 0 {
+                    Vec::new()
+                } else {
+                    (n).to_be_bytes().to_vec()
+                },
                 name: format!("tools/call {tool}"),
                 kind: 2,
                 start_time_unix_nano: start,
@@ -191,11 +281,19 @@ fn request(i: usize, batch: usize) -> ExportTraceServiceRequest {
                 .chain(error.then(|| s("error.type", "tool_error".into())))
                 .collect(),
                 events: if error {
-                    vec![Event { time_unix_nano: start + 500, name: "exception".into(), attributes: vec![s("exception.message", "boom".into())], dropped_attributes_count: 0 }]
+                    vec![Event {
+                        time_unix_nano: start + 500,
+                        name: "exception".into(),
+                        attributes: vec![s("exception.message", "boom".into())],
+                        dropped_attributes_count: 0,
+                    }]
                 } else {
                     Vec::new()
                 },
-                status: Some(Status { message: if error { "boom".into() } else { String::new() }, code: if error { 2 } else { 0 } }),
+                status: Some(Status {
+                    message: if error { "boom".into() } else { String::new() },
+                    code: if error { 2 } else { 0 },
+                }),
                 ..Default::default()
             }
         })
@@ -211,7 +309,11 @@ fn request(i: usize, batch: usize) -> ExportTraceServiceRequest {
                 ..Default::default()
             }),
             scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope { name: "mcp.server".into(), version: "1.0".into(), ..Default::default() }),
+                scope: Some(InstrumentationScope {
+                    name: "mcp.server".into(),
+                    version: "1.0".into(),
+                    ..Default::default()
+                }),
                 spans,
                 schema_url: String::new(),
             }],
@@ -236,7 +338,11 @@ fn cpu_time() -> Duration {
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }

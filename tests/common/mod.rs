@@ -74,6 +74,11 @@ impl Mcpulse {
 
     /// (Re)starts the process on the same data directory and waits until it is ready.
     pub fn spawn(&mut self) {
+        self.spawn_with_env(&[]);
+    }
+
+    /// Like [`Mcpulse::spawn`], with extra environment variables (e.g. a failpoint).
+    pub fn spawn_with_env(&mut self, env: &[(&str, &str)]) {
         let ready = self.data_dir().join("ready.json");
         let _ = std::fs::remove_file(&ready);
         let log = std::fs::OpenOptions::new()
@@ -86,6 +91,7 @@ impl Mcpulse {
             .arg(&self.config)
             .env("ACME_TOKEN", ACME_TOKEN)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -102,9 +108,16 @@ impl Mcpulse {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("mcpulse exited with {status} before it was ready:\n{}", self.log());
+                panic!(
+                    "mcpulse exited with {status} before it was ready:\n{}",
+                    self.log()
+                );
             }
-            assert!(Instant::now() < deadline, "mcpulse not ready after 60s:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "mcpulse not ready after 60s:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -118,6 +131,22 @@ impl Mcpulse {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
             child.wait().unwrap();
+        }
+    }
+
+    /// Waits for the process to exit by itself (e.g. at a failpoint).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("mcpulse did not exit within {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -149,8 +178,13 @@ impl Mcpulse {
     /// Rows of `sql` (JSON objects), via the CLI.
     pub fn query(&self, sql: &str) -> Vec<serde_json::Value> {
         let out = self.query_cli(sql);
-        assert!(out.status.success(), "query failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        assert!(
+            out.status.success(),
+            "query failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     /// Polls `sql` (which returns one row with column `n`) until it reaches `expected`.
@@ -184,7 +218,10 @@ impl Drop for Mcpulse {
 }
 
 fn unsafe_sigterm(pid: u32) {
-    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
 }
 
@@ -195,7 +232,9 @@ pub fn python() -> PathBuf {
     }
     let venv = std::env::var_os("MCPULSE_VENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/mcpulse/venv"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/mcpulse/venv")
+        });
     let python = venv.join("bin/python");
     assert!(
         python.exists(),
@@ -211,5 +250,8 @@ pub fn repo_path(rel: &str) -> PathBuf {
 
 /// A blocking HTTP client with a short timeout.
 pub fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }

@@ -12,8 +12,14 @@ pub struct StringMapBuilder {
 
 impl Default for StringMapBuilder {
     fn default() -> Self {
-        let names = MapFieldNames { entry: "entries".into(), key: "keys".into(), value: "values".into() };
-        Self { inner: MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new()) }
+        let names = MapFieldNames {
+            entry: "entries".into(),
+            key: "keys".into(),
+            value: "values".into(),
+        };
+        Self {
+            inner: MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new()),
+        }
     }
 }
 
@@ -26,7 +32,9 @@ impl StringMapBuilder {
 
     /// Ends the current row's map.
     pub fn end_row(&mut self) {
-        self.inner.append(true).expect("keys and values have equal length");
+        self.inner
+            .append(true)
+            .expect("keys and values have equal length");
     }
 
     pub fn finish(&mut self) -> ArrayRef {

@@ -22,7 +22,11 @@ impl PartitionKey {
     pub fn at(tenant: &str, time_ns: i64) -> Self {
         const HOUR_NS: i64 = 3_600_000_000_000;
         let hours = time_ns.div_euclid(HOUR_NS);
-        Self { tenant: tenant.to_string(), day: hours.div_euclid(24), hour: hours.rem_euclid(24) as u32 }
+        Self {
+            tenant: tenant.to_string(),
+            day: hours.div_euclid(24),
+            hour: hours.rem_euclid(24) as u32,
+        }
     }
 
     /// `YYYY-MM-DD`.
@@ -36,23 +40,35 @@ impl PartitionKey {
         let hour = format!("hour={:02}", self.hour);
         let tenant = format!("tenant={}", self.tenant);
         let date = format!("date={}", self.date());
-        root.clone().join(table.name()).join(tenant.as_str()).join(date.as_str()).join(hour.as_str())
+        root.clone()
+            .join(table.name())
+            .join(tenant.as_str())
+            .join(date.as_str())
+            .join(hour.as_str())
     }
 }
 
 /// Deterministic object name of the rows of `tp` offsets `first..=last`.
 pub fn file_name(tp: &TopicPartition, first: Offset, last: Offset) -> String {
-    format!("{}-{}-{:020}-{:020}.parquet", tp.topic, tp.partition, first, last)
+    format!(
+        "{}-{}-{:020}-{:020}.parquet",
+        tp.topic, tp.partition, first, last
+    )
 }
 
 /// Manifest object recording the cut in progress of a partition (see [`super::manifest`]).
 pub fn manifest_path(root: &Path, tp: &TopicPartition) -> Path {
-    root.clone().join("_manifests").join("archiver").join(tp.topic.as_str()).join(format!("{}.json", tp.partition).as_str())
+    root.clone()
+        .join("_manifests")
+        .join("archiver")
+        .join(tp.topic.as_str())
+        .join(format!("{}.json", tp.partition).as_str())
 }
 
 /// A UTC time as RFC 3339 with nanoseconds, for footer metadata.
 pub fn rfc3339_ns(time_ns: i64) -> String {
-    DateTime::<Utc>::from_timestamp_nanos(time_ns).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+    DateTime::<Utc>::from_timestamp_nanos(time_ns)
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 #[cfg(test)]
@@ -62,11 +78,17 @@ mod tests {
     #[test]
     fn partition_key_folders() {
         // 2026-11-21T13:45:00Z
-        let t = DateTime::parse_from_rfc3339("2026-11-21T13:45:00Z").unwrap().timestamp_nanos_opt().unwrap();
+        let t = DateTime::parse_from_rfc3339("2026-11-21T13:45:00Z")
+            .unwrap()
+            .timestamp_nanos_opt()
+            .unwrap();
         let key = PartitionKey::at("acme", t);
         assert_eq!(key.date(), "2026-11-21");
         assert_eq!(key.hour, 13);
-        assert_eq!(key.dir(&Path::from("archive"), Table::Spans).as_ref(), "archive/spans/tenant=acme/date=2026-11-21/hour=13");
+        assert_eq!(
+            key.dir(&Path::from("archive"), Table::Spans).as_ref(),
+            "archive/spans/tenant=acme/date=2026-11-21/hour=13"
+        );
         let before_epoch = PartitionKey::at("acme", -1);
         assert_eq!(before_epoch.date(), "1969-12-31");
         assert_eq!(before_epoch.hour, 23);

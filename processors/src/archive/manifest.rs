@@ -42,9 +42,9 @@ impl Manifests {
         match self.store.get(&manifest_path(&self.root, tp)).await {
             Ok(got) => {
                 let bytes = got.bytes().await.map_err(retryable)?;
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| OperatorError::Fatal(format!("corrupt archive manifest for {tp}: {e}")))
+                serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                    OperatorError::Fatal(format!("corrupt archive manifest for {tp}: {e}"))
+                })
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(retryable(e)),
@@ -54,7 +54,10 @@ impl Manifests {
     /// Records the cut about to be written for `tp`.
     pub async fn record(&self, tp: &TopicPartition, cut: Cut) -> Result<(), OperatorError> {
         let body = Bytes::from(serde_json::to_vec(&cut).expect("cut serializes"));
-        self.store.put(&manifest_path(&self.root, tp), PutPayload::from(body)).await.map_err(retryable)?;
+        self.store
+            .put(&manifest_path(&self.root, tp), PutPayload::from(body))
+            .await
+            .map_err(retryable)?;
         Ok(())
     }
 }

@@ -93,10 +93,22 @@ impl<F: TableFormat> Archiver<F> {
     ) -> Self {
         let encoder = ParquetEncoder::new(format.table(), config.clone());
         let manifests = Manifests::new(target.store.clone(), target.root.clone());
-        Self { format, encoder, target, manifests, config, default_tenant, partitions: HashMap::new(), stats }
+        Self {
+            format,
+            encoder,
+            target,
+            manifests,
+            config,
+            default_tenant,
+            partitions: HashMap::new(),
+            stats,
+        }
     }
 
-    async fn state(&mut self, tp: &TopicPartition) -> Result<&mut PartitionState<F::Builder>, OperatorError> {
+    async fn state(
+        &mut self,
+        tp: &TopicPartition,
+    ) -> Result<&mut PartitionState<F::Builder>, OperatorError> {
         if !self.partitions.contains_key(tp) {
             let recorded_cut = self.manifests.load(tp).await?;
             let state = PartitionState {
@@ -117,17 +129,21 @@ impl<F: TableFormat> Archiver<F> {
             Some(value) => std::str::from_utf8(value)
                 .ok()
                 .filter(|t| !t.is_empty())
-                .ok_or_else(|| OperatorError::Decode(format!("{HEADER_TENANT} header is not a tenant id"))),
-            None => self
-                .default_tenant
-                .as_deref()
-                .ok_or_else(|| OperatorError::Decode(format!("missing {HEADER_TENANT} header and no default tenant"))),
+                .ok_or_else(|| {
+                    OperatorError::Decode(format!("{HEADER_TENANT} header is not a tenant id"))
+                }),
+            None => self.default_tenant.as_deref().ok_or_else(|| {
+                OperatorError::Decode(format!(
+                    "missing {HEADER_TENANT} header and no default tenant"
+                ))
+            }),
         }
     }
 
     /// Writes one sealed batch: records the cut, then each object durably.
     async fn write(&self, tp: &TopicPartition, batch: &SealedBatch) -> Result<(), OperatorError> {
         self.manifests.record(tp, batch.cut).await?;
+        crate::failpoint::hit("archive.after_manifest");
         let name = file_name(tp, batch.cut.first, batch.cut.last);
         let table = self.format.table();
         let writes = batch.files.iter().map(|(key, rows)| {
@@ -136,7 +152,9 @@ impl<F: TableFormat> Archiver<F> {
                 let bytes = self.encoder.encode(rows, &key.tenant)?;
                 let len = bytes.len() as u64;
                 self.target.put_durable(&path, bytes).await?;
-                self.stats.rows_written.fetch_add(rows.num_rows() as u64, Relaxed);
+                self.stats
+                    .rows_written
+                    .fetch_add(rows.num_rows() as u64, Relaxed);
                 self.stats.bytes_written.fetch_add(len, Relaxed);
                 self.stats.files_written.fetch_add(1, Relaxed);
                 debug!(%path, rows = rows.num_rows(), bytes = len, "archived");
@@ -144,6 +162,7 @@ impl<F: TableFormat> Archiver<F> {
             }
         });
         futures::future::try_join_all(writes).await?;
+        crate::failpoint::hit("archive.after_write");
         Ok(())
     }
 }
@@ -152,8 +171,17 @@ impl<B: BatchBuilder> PartitionState<B> {
     /// Seals the open batch (if any) into the write queue.
     fn seal(&mut self) -> Result<(), OperatorError> {
         if let Some(open) = self.open.take() {
-            let files = open.rows.finish().map_err(|e| OperatorError::Fatal(format!("building Arrow batch: {e}")))?;
-            self.sealed.push_back(SealedBatch { cut: Cut { first: open.first, last: open.last }, files });
+            let files = open
+                .rows
+                .finish()
+                .map_err(|e| OperatorError::Fatal(format!("building Arrow batch: {e}")))?;
+            self.sealed.push_back(SealedBatch {
+                cut: Cut {
+                    first: open.first,
+                    last: open.last,
+                },
+                files,
+            });
             self.forced_last = None;
         }
         Ok(())
@@ -176,17 +204,25 @@ impl<B: BatchBuilder> PartitionState<B> {
 
     /// Seals the open batch when it is full or reached its recorded cut.
     fn seal_if_full(&mut self, config: &ArchiveConfig) -> Result<(), OperatorError> {
-        let Some(open) = &self.open else { return Ok(()) };
+        let Some(open) = &self.open else {
+            return Ok(());
+        };
         let full = match self.forced_last {
             Some(last) => open.last >= last,
-            None => open.rows.rows() >= config.flush_rows || open.rows.bytes() >= config.flush_bytes,
+            None => {
+                open.rows.rows() >= config.flush_rows || open.rows.bytes() >= config.flush_bytes
+            }
         };
         if full { self.seal() } else { Ok(()) }
     }
 
     /// The next offset all of whose predecessors are durable once the sealed queue is empty.
     fn durable_offset(&self) -> Offset {
-        self.sealed.front().map(|b| b.cut.first).or(self.open.as_ref().map(|b| b.first)).unwrap_or(self.next_offset)
+        self.sealed
+            .front()
+            .map(|b| b.cut.first)
+            .or(self.open.as_ref().map(|b| b.first))
+            .unwrap_or(self.next_offset)
     }
 }
 
@@ -205,7 +241,10 @@ impl<F: TableFormat> Operator for Archiver<F> {
         self.state(&tp).await?;
         let state = self.partitions.get_mut(&tp).expect("created by state()");
         let open = state.open_at(record.offset);
-        match self.format.decode_into(&tenant, &record.value, &mut open.rows) {
+        match self
+            .format
+            .decode_into(&tenant, &record.value, &mut open.rows)
+        {
             Ok(_) => {
                 open.last = record.offset;
                 state.next_offset = record.offset + 1;
@@ -248,7 +287,9 @@ impl<F: TableFormat> Operator for Archiver<F> {
         self.partitions.values().any(|s| {
             !s.sealed.is_empty()
                 || (s.forced_last.is_none()
-                    && s.open.as_ref().is_some_and(|o| o.opened.elapsed() >= self.config.flush_interval))
+                    && s.open
+                        .as_ref()
+                        .is_some_and(|o| o.opened.elapsed() >= self.config.flush_interval))
                 || (s.open.is_none() && s.reported != Some(s.next_offset) && s.next_offset > 0)
         })
     }
@@ -259,7 +300,11 @@ impl<F: TableFormat> Operator for Archiver<F> {
         all: bool,
     ) -> Result<Vec<(TopicPartition, Offset)>, OperatorError> {
         let mut tps: Vec<TopicPartition> = match partitions {
-            Some(p) => p.iter().filter(|tp| self.partitions.contains_key(tp)).cloned().collect(),
+            Some(p) => p
+                .iter()
+                .filter(|tp| self.partitions.contains_key(tp))
+                .cloned()
+                .collect(),
             None => self.partitions.keys().cloned().collect(),
         };
         tps.sort();
@@ -267,7 +312,10 @@ impl<F: TableFormat> Operator for Archiver<F> {
         for tp in tps {
             let interval = self.config.flush_interval;
             let state = self.partitions.get_mut(&tp).expect("listed above");
-            let aged = state.open.as_ref().is_some_and(|o| o.opened.elapsed() >= interval);
+            let aged = state
+                .open
+                .as_ref()
+                .is_some_and(|o| o.opened.elapsed() >= interval);
             // A batch replaying a recorded cut is only ever cut there.
             if state.forced_last.is_none() && (all || aged) {
                 state.seal()?;

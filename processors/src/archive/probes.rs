@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampNanosecondBuilder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampNanosecondBuilder,
 };
 use arrow::error::ArrowError;
 use chrono::{DateTime, Utc};
@@ -32,16 +32,18 @@ impl TableFormat for ProbesFormat {
         value: &[u8],
         out: &mut PartitionedRows<ProbeRows>,
     ) -> Result<usize, OperatorError> {
-        let probe: ProbeResult =
-            serde_json::from_slice(value).map_err(|e| OperatorError::Decode(format!("invalid ProbeResult JSON: {e}")))?;
+        let probe: ProbeResult = serde_json::from_slice(value)
+            .map_err(|e| OperatorError::Decode(format!("invalid ProbeResult JSON: {e}")))?;
         let time = nanos(probe.started_at)?;
-        out.get_mut(PartitionKey::at(tenant, time)).append(&probe, time)?;
+        out.get_mut(PartitionKey::at(tenant, time))
+            .append(&probe, time)?;
         Ok(1)
     }
 }
 
 fn nanos(t: DateTime<Utc>) -> Result<i64, OperatorError> {
-    t.timestamp_nanos_opt().ok_or_else(|| OperatorError::Decode(format!("timestamp {t} out of range")))
+    t.timestamp_nanos_opt()
+        .ok_or_else(|| OperatorError::Decode(format!("timestamp {t} out of range")))
 }
 
 /// Column builders of the `probes` table.
@@ -74,7 +76,10 @@ pub struct ProbeRows {
 impl ProbeRows {
     fn append(&mut self, p: &ProbeResult, time: i64) -> Result<(), OperatorError> {
         let tls_expires_at = p.tls_expires_at.map(nanos).transpose()?;
-        let tools = p.tools.as_ref().map(|t| serde_json::to_string(t).expect("JSON values serialize"));
+        let tools = p
+            .tools
+            .as_ref()
+            .map(|t| serde_json::to_string(t).expect("JSON values serialize"));
         self.rows += 1;
         self.bytes += 512 + tools.as_ref().map_or(0, String::len);
         self.time.append_value(time);
@@ -83,20 +88,33 @@ impl ProbeRows {
         self.url.append_option(p.url.as_deref());
         self.region.append_value(&p.region);
         self.ok.append_value(p.ok);
-        self.failure_reason.append_option(p.failure_reason.map(|r| r.as_str()));
-        self.failure_phase.append_option(p.failure_phase.map(|r| r.as_str()));
-        self.failure_detail.append_option(p.failure_detail.as_deref());
+        self.failure_reason
+            .append_option(p.failure_reason.map(|r| r.as_str()));
+        self.failure_phase
+            .append_option(p.failure_phase.map(|r| r.as_str()));
+        self.failure_detail
+            .append_option(p.failure_detail.as_deref());
         self.http_status.append_option(p.http_status.map(i32::from));
         self.jsonrpc_error_code.append_option(p.jsonrpc_error_code);
-        self.protocol_era.append_option(p.protocol_era.map(|e| e.as_str()));
-        self.protocol_version.append_option(p.protocol_version.as_deref());
+        self.protocol_era
+            .append_option(p.protocol_era.map(|e| e.as_str()));
+        self.protocol_version
+            .append_option(p.protocol_version.as_deref());
         let ph = &p.phases;
-        let values =
-            [ph.dns_ms, ph.connect_ms, ph.tls_ms, ph.first_byte_ms, ph.initialize_ms, ph.tools_list_ms, p.total_ms];
+        let values = [
+            ph.dns_ms,
+            ph.connect_ms,
+            ph.tls_ms,
+            ph.first_byte_ms,
+            ph.initialize_ms,
+            ph.tools_list_ms,
+            p.total_ms,
+        ];
         for (builder, value) in self.timings.iter_mut().zip(values) {
             builder.append_option(value);
         }
-        self.tool_count.append_option(p.tool_count.map(|c| c.min(i32::MAX as u32) as i32));
+        self.tool_count
+            .append_option(p.tool_count.map(|c| c.min(i32::MAX as u32) as i32));
         self.tools_hash.append_option(p.tools_hash.as_deref());
         self.tools.append_option(tools);
         self.tls_expires_at.append_option(tls_expires_at);
@@ -119,7 +137,9 @@ impl BatchBuilder for ProbeRows {
     }
 
     fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
-        let utc = |b: &mut TimestampNanosecondBuilder| -> ArrayRef { Arc::new(b.finish().with_timezone("UTC")) };
+        let utc = |b: &mut TimestampNanosecondBuilder| -> ArrayRef {
+            Arc::new(b.finish().with_timezone("UTC"))
+        };
         let mut columns: Vec<ArrayRef> = vec![
             utc(&mut self.time),
             Arc::new(self.probe_id.finish()),
@@ -135,7 +155,11 @@ impl BatchBuilder for ProbeRows {
             Arc::new(self.protocol_era.finish()),
             Arc::new(self.protocol_version.finish()),
         ];
-        columns.extend(self.timings.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.extend(
+            self.timings
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
         columns.extend([
             Arc::new(self.tool_count.finish()) as ArrayRef,
             Arc::new(self.tools_hash.finish()),

@@ -4,7 +4,8 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Int64Builder, ListArray, RecordBatch, StringBuilder, StructArray, TimestampNanosecondBuilder,
+    ArrayRef, Int64Builder, ListArray, RecordBatch, StringBuilder, StructArray,
+    TimestampNanosecondBuilder,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field};
@@ -38,12 +39,17 @@ impl TableFormat for SpansFormat {
         value: &[u8],
         out: &mut PartitionedRows<SpanRows>,
     ) -> Result<usize, OperatorError> {
-        let request = ExportTraceServiceRequest::decode(value)
-            .map_err(|e| OperatorError::Decode(format!("invalid OTLP ExportTraceServiceRequest: {e}")))?;
+        let request = ExportTraceServiceRequest::decode(value).map_err(|e| {
+            OperatorError::Decode(format!("invalid OTLP ExportTraceServiceRequest: {e}"))
+        })?;
         let mut rows = 0;
         let mut scratch = String::new();
         for resource_spans in &request.resource_spans {
-            let resource_attrs = resource_spans.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+            let resource_attrs = resource_spans
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.as_slice())
+                .unwrap_or(&[]);
             let service = resource_attrs
                 .iter()
                 .find(|kv| kv.key == SERVICE_NAME_ATTRIBUTE)
@@ -147,16 +153,27 @@ impl SpanRows {
         let end = span.end_time_unix_nano as i64;
         self.start_time.append_value(start);
         self.end_time.append_value(end);
-        self.duration_ns.append_value(end.saturating_sub(start).max(0));
+        self.duration_ns
+            .append_value(end.saturating_sub(start).max(0));
         let status = span.status.as_ref();
-        self.status_code.append_value(status_code(status.map(|s| s.code).unwrap_or(0)));
-        append_opt(&mut self.status_message, status.map(|s| s.message.as_str()).unwrap_or(""));
+        self.status_code
+            .append_value(status_code(status.map(|s| s.code).unwrap_or(0)));
+        append_opt(
+            &mut self.status_message,
+            status.map(|s| s.message.as_str()).unwrap_or(""),
+        );
         self.service_name.append_value(service);
 
-        let mut promoted: [Option<&AnyValue>; PROMOTED_ATTRIBUTES.len()] = [None; PROMOTED_ATTRIBUTES.len()];
+        let mut promoted: [Option<&AnyValue>; PROMOTED_ATTRIBUTES.len()] =
+            [None; PROMOTED_ATTRIBUTES.len()];
         for kv in &span.attributes {
-            let Some(value) = kv.value.as_ref() else { continue };
-            match PROMOTED_ATTRIBUTES.iter().position(|(attr, _)| *attr == kv.key) {
+            let Some(value) = kv.value.as_ref() else {
+                continue;
+            };
+            match PROMOTED_ATTRIBUTES
+                .iter()
+                .position(|(attr, _)| *attr == kv.key)
+            {
                 Some(i) => promoted[i] = Some(value),
                 None => {
                     any_value_to_string(value, scratch);
@@ -175,9 +192,18 @@ impl SpanRows {
             }
         }
 
-        append_opt(&mut self.scope_name, scope.map(|s| s.name.as_str()).unwrap_or(""));
-        append_opt(&mut self.scope_version, scope.map(|s| s.version.as_str()).unwrap_or(""));
-        for kv in resource_attrs.iter().filter(|kv| kv.key != SERVICE_NAME_ATTRIBUTE) {
+        append_opt(
+            &mut self.scope_name,
+            scope.map(|s| s.name.as_str()).unwrap_or(""),
+        );
+        append_opt(
+            &mut self.scope_version,
+            scope.map(|s| s.version.as_str()).unwrap_or(""),
+        );
+        for kv in resource_attrs
+            .iter()
+            .filter(|kv| kv.key != SERVICE_NAME_ATTRIBUTE)
+        {
             append_entry(&mut self.resource_attributes, kv, scratch);
         }
         self.resource_attributes.end_row();
@@ -194,7 +220,9 @@ impl SpanRows {
             }
             self.events.attributes.end_row();
         }
-        self.events.offsets.push(self.events.offsets.last().copied().unwrap_or(0) + span.events.len() as i32);
+        self.events
+            .offsets
+            .push(self.events.offsets.last().copied().unwrap_or(0) + span.events.len() as i32);
 
         for link in &span.links {
             append_hex(&mut self.links.trace_id, &link.trace_id, scratch);
@@ -205,7 +233,9 @@ impl SpanRows {
             }
             self.links.attributes.end_row();
         }
-        self.links.offsets.push(self.links.offsets.last().copied().unwrap_or(0) + span.links.len() as i32);
+        self.links
+            .offsets
+            .push(self.links.offsets.last().copied().unwrap_or(0) + span.links.len() as i32);
     }
 }
 
@@ -223,10 +253,14 @@ impl BatchBuilder for SpanRows {
         let field_of = |name: &str| -> Result<Arc<Field>, ArrowError> {
             match schema.field_with_name(name)?.data_type() {
                 DataType::List(item) => Ok(item.clone()),
-                other => Err(ArrowError::SchemaError(format!("{name} is {other}, not a list"))),
+                other => Err(ArrowError::SchemaError(format!(
+                    "{name} is {other}, not a list"
+                ))),
             }
         };
-        let utc = |b: &mut TimestampNanosecondBuilder| -> ArrayRef { Arc::new(b.finish().with_timezone("UTC")) };
+        let utc = |b: &mut TimestampNanosecondBuilder| -> ArrayRef {
+            Arc::new(b.finish().with_timezone("UTC"))
+        };
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
@@ -241,15 +275,21 @@ impl BatchBuilder for SpanRows {
             Arc::new(self.status_message.finish()),
             Arc::new(self.service_name.finish()),
         ];
-        columns.extend(self.promoted.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.extend(
+            self.promoted
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
         columns.extend([
             Arc::new(self.scope_name.finish()) as ArrayRef,
             Arc::new(self.scope_version.finish()),
             self.resource_attributes.finish(),
             self.scope_attributes.finish(),
             self.attributes.finish(),
-            self.events.finish(field_of(mcpulse_schemas::tables::spans::EVENTS)?)?,
-            self.links.finish(field_of(mcpulse_schemas::tables::spans::LINKS)?)?,
+            self.events
+                .finish(field_of(mcpulse_schemas::tables::spans::EVENTS)?)?,
+            self.links
+                .finish(field_of(mcpulse_schemas::tables::spans::LINKS)?)?,
         ]);
         self.rows = 0;
         self.bytes = 0;
@@ -278,15 +318,26 @@ impl Default for EventColumns {
 impl EventColumns {
     fn finish(&mut self, item: Arc<Field>) -> Result<ArrayRef, ArrowError> {
         let DataType::Struct(fields) = item.data_type() else {
-            return Err(ArrowError::SchemaError("events item is not a struct".into()));
+            return Err(ArrowError::SchemaError(
+                "events item is not a struct".into(),
+            ));
         };
         let values = StructArray::try_new(
             fields.clone(),
-            vec![Arc::new(self.time.finish().with_timezone("UTC")), Arc::new(self.name.finish()), self.attributes.finish()],
+            vec![
+                Arc::new(self.time.finish().with_timezone("UTC")),
+                Arc::new(self.name.finish()),
+                self.attributes.finish(),
+            ],
             None,
         )?;
         let offsets = OffsetBuffer::new(std::mem::replace(&mut self.offsets, vec![0]).into());
-        Ok(Arc::new(ListArray::try_new(item, offsets, Arc::new(values), None)?))
+        Ok(Arc::new(ListArray::try_new(
+            item,
+            offsets,
+            Arc::new(values),
+            None,
+        )?))
     }
 }
 
@@ -326,12 +377,21 @@ impl LinkColumns {
             None,
         )?;
         let offsets = OffsetBuffer::new(std::mem::replace(&mut self.offsets, vec![0]).into());
-        Ok(Arc::new(ListArray::try_new(item, offsets, Arc::new(values), None)?))
+        Ok(Arc::new(ListArray::try_new(
+            item,
+            offsets,
+            Arc::new(values),
+            None,
+        )?))
     }
 }
 
 fn append_opt(builder: &mut StringBuilder, value: &str) {
-    if value.is_empty() { builder.append_null() } else { builder.append_value(value) }
+    if value.is_empty() {
+        builder.append_null()
+    } else {
+        builder.append_value(value)
+    }
 }
 
 fn append_hex(builder: &mut StringBuilder, bytes: &[u8], scratch: &mut String) {
@@ -383,14 +443,22 @@ fn any_value_json(value: &Value) -> serde_json::Value {
         Value::BytesValue(b) => J::String(hex::encode(b)),
         // An index into a profile's string table; meaningless without it.
         Value::StringValueStrindex(i) => J::from(*i),
-        Value::ArrayValue(a) => {
-            J::Array(a.values.iter().map(|v| v.value.as_ref().map(any_value_json).unwrap_or(J::Null)).collect())
-        }
+        Value::ArrayValue(a) => J::Array(
+            a.values
+                .iter()
+                .map(|v| v.value.as_ref().map(any_value_json).unwrap_or(J::Null))
+                .collect(),
+        ),
         Value::KvlistValue(kv) => J::Object(
             kv.values
                 .iter()
                 .map(|kv| {
-                    let v = kv.value.as_ref().and_then(|v| v.value.as_ref()).map(any_value_json).unwrap_or(J::Null);
+                    let v = kv
+                        .value
+                        .as_ref()
+                        .and_then(|v| v.value.as_ref())
+                        .map(any_value_json)
+                        .unwrap_or(J::Null);
                     (kv.key.clone(), v)
                 })
                 .collect(),

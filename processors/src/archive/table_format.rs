@@ -32,7 +32,9 @@ pub struct PartitionedRows<B> {
 
 impl<B: BatchBuilder> Default for PartitionedRows<B> {
     fn default() -> Self {
-        Self { groups: BTreeMap::new() }
+        Self {
+            groups: BTreeMap::new(),
+        }
     }
 }
 
@@ -51,7 +53,9 @@ impl<B: BatchBuilder> PartitionedRows<B> {
     }
 
     /// Finishes every non-empty builder into a batch, in partition order.
-    pub fn finish(self) -> Result<Vec<(PartitionKey, arrow::array::RecordBatch)>, arrow::error::ArrowError> {
+    pub fn finish(
+        self,
+    ) -> Result<Vec<(PartitionKey, arrow::array::RecordBatch)>, arrow::error::ArrowError> {
         self.groups
             .into_iter()
             .filter(|(_, b)| b.rows() > 0)

@@ -48,12 +48,17 @@ impl ParquetEncoder {
     /// names the tenant and the min/max event time.
     pub fn encode(&self, batch: &RecordBatch, tenant: &str) -> Result<Bytes, OperatorError> {
         let sorted = self.sort(batch)?;
-        let time_idx = sorted.schema().index_of(self.table.time_column()).map_err(fatal)?;
+        let time_idx = sorted
+            .schema()
+            .index_of(self.table.time_column())
+            .map_err(fatal)?;
         let times = sorted
             .column(time_idx)
             .as_any()
             .downcast_ref::<TimestampNanosecondArray>()
-            .ok_or_else(|| OperatorError::Fatal("time column is not a nanosecond timestamp".into()))?;
+            .ok_or_else(|| {
+                OperatorError::Fatal("time column is not a nanosecond timestamp".into())
+            })?;
         let (min, max) = (arrow::compute::min(times), arrow::compute::max(times));
         let mut metadata = vec![KeyValue::new(META_TENANT.to_string(), tenant.to_string())];
         if let (Some(min), Some(max)) = (min, max) {
@@ -62,7 +67,8 @@ impl ParquetEncoder {
         }
         let props = self.properties(&sorted, metadata)?;
         let mut buf = Vec::with_capacity(sorted.get_array_memory_size() / 4);
-        let mut writer = ArrowWriter::try_new(&mut buf, sorted.schema(), Some(props)).map_err(fatal)?;
+        let mut writer =
+            ArrowWriter::try_new(&mut buf, sorted.schema(), Some(props)).map_err(fatal)?;
         writer.write(&sorted).map_err(fatal)?;
         writer.close().map_err(fatal)?;
         Ok(Bytes::from(buf))
@@ -72,14 +78,24 @@ impl ParquetEncoder {
         let schema = batch.schema();
         let column = |name: &str| -> Result<SortColumn, OperatorError> {
             let idx = schema.index_of(name).map_err(fatal)?;
-            Ok(SortColumn { values: batch.column(idx).clone(), options: None })
+            Ok(SortColumn {
+                values: batch.column(idx).clone(),
+                options: None,
+            })
         };
-        let keys = [column(self.table.server_column())?, column(self.table.time_column())?];
+        let keys = [
+            column(self.table.server_column())?,
+            column(self.table.time_column())?,
+        ];
         let indices = lexsort_to_indices(&keys, None).map_err(fatal)?;
         take_record_batch(batch, &indices).map_err(fatal)
     }
 
-    fn properties(&self, batch: &RecordBatch, metadata: Vec<KeyValue>) -> Result<WriterProperties, OperatorError> {
+    fn properties(
+        &self,
+        batch: &RecordBatch,
+        metadata: Vec<KeyValue>,
+    ) -> Result<WriterProperties, OperatorError> {
         let schema = batch.schema();
         let idx = |name: &str| schema.index_of(name).map(|i| i as i32).map_err(fatal);
         let level = ZstdLevel::try_new(self.config.zstd_level).map_err(fatal)?;
@@ -87,8 +103,16 @@ impl ParquetEncoder {
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(self.config.row_group_rows))
             .set_sorting_columns(Some(vec![
-                SortingColumn { column_idx: idx(self.table.server_column())?, descending: false, nulls_first: false },
-                SortingColumn { column_idx: idx(self.table.time_column())?, descending: false, nulls_first: false },
+                SortingColumn {
+                    column_idx: idx(self.table.server_column())?,
+                    descending: false,
+                    nulls_first: false,
+                },
+                SortingColumn {
+                    column_idx: idx(self.table.time_column())?,
+                    descending: false,
+                    nulls_first: false,
+                },
             ]))
             .set_key_value_metadata(Some(metadata));
         for field in schema.fields() {
@@ -110,9 +134,15 @@ impl ArchiveTarget {
     /// Writes `bytes` to `path` and, for a local archive, fsyncs the file and its folder so
     /// the object survives a crash before its offsets are committed.
     pub async fn put_durable(&self, path: &Path, bytes: Bytes) -> Result<(), OperatorError> {
-        self.store.put(path, PutPayload::from(bytes)).await.map_err(retryable)?;
+        self.store
+            .put(path, PutPayload::from(bytes))
+            .await
+            .map_err(retryable)?;
         if let Some(local_root) = &self.local_root {
-            let relative = path.as_ref().strip_prefix(self.root.as_ref()).unwrap_or(path.as_ref());
+            let relative = path
+                .as_ref()
+                .strip_prefix(self.root.as_ref())
+                .unwrap_or(path.as_ref());
             let file = local_root.join(relative.trim_start_matches('/'));
             tokio::task::spawn_blocking(move || fsync_file_and_dir(&file))
                 .await
