@@ -39,6 +39,30 @@ fn tenants_see_only_their_rows_whatever_the_sql() {
     }
     assert_eq!(m.wait_count("SELECT count(*) AS n FROM probes", 2), 2);
 
+    // The process's own metrics, and health.
+    let metrics = http()
+        .get(m.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("mcpulse_ingest_probes_accepted_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mcpulse_archive_rows_total{operator=\"archive-probes\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE mcpulse_bus_consumer_lag gauge"),
+        "{metrics}"
+    );
+    assert_eq!(
+        http().get(m.url("/readyz")).send().unwrap().status(),
+        StatusCode::OK
+    );
+
     let (status, rows) = sql(&m, ACME_TOKEN, "SELECT tenant, server FROM probes");
     assert_eq!(status, StatusCode::OK);
     assert_eq!(

@@ -331,3 +331,105 @@ pub fn json_error(err: IngestError) -> Response {
     decorate(&mut response, &err);
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use http::Request;
+    use mcpulse_bus::Bus;
+    use mcpulse_bus::embedded::{EmbeddedBus, EmbeddedConfig};
+    use mcpulse_schemas::Topics;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::auth::{AuthConfig, TenantConfig};
+    use crate::stats::IngestStats;
+    use crate::{Backpressure, IngestConfig};
+
+    const TOKEN: &str = "tenant-token-1";
+
+    fn router(dir: &std::path::Path, pressure: Backpressure) -> (Router, Arc<EmbeddedBus>) {
+        let bus = EmbeddedBus::open(EmbeddedConfig::new(dir)).unwrap();
+        let auth = Authenticator::new(&AuthConfig {
+            tenants: vec![TenantConfig {
+                id: "acme".into(),
+                tokens: vec![TOKEN.into()],
+            }],
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        let stats = Arc::new(IngestStats::default());
+        let traces = TraceIngest::new(
+            bus.producer(),
+            &Topics::default(),
+            IngestConfig::default(),
+            pressure,
+            stats,
+        );
+        (otlp_router(traces, Arc::new(auth)), bus)
+    }
+
+    fn export(body: Vec<u8>) -> Request<Body> {
+        Request::post("/v1/traces")
+            .header(CONTENT_TYPE, "application/x-protobuf")
+            .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::from(body))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn too_much_in_flight_answers_503_with_retry_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let pressure = Backpressure::new(1024, u64::MAX, Duration::from_secs(2));
+        let (app, _bus) = router(dir.path(), pressure.clone());
+        // Another request holds the whole in-flight budget.
+        let held = pressure.admit(1024).unwrap();
+        let response = app.clone().oneshot(export(Vec::new())).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[RETRY_AFTER], "2");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let status = RpcStatus::decode(body).unwrap();
+        assert_eq!(status.code, tonic::Code::Unavailable as i32);
+        assert!(status.message.contains("in flight"), "{}", status.message);
+        drop(held);
+        let response = app.oneshot(export(Vec::new())).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn log_failure_is_retryable_and_nothing_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, bus) = router(
+            dir.path(),
+            Backpressure::new(1 << 20, u64::MAX, Duration::from_secs(1)),
+        );
+        bus.shutdown().await.unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        let span = opentelemetry_proto::tonic::trace::v1::Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            start_time_unix_nano: now,
+            end_time_unix_nano: now,
+            ..Default::default()
+        };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![opentelemetry_proto::tonic::trace::v1::ResourceSpans {
+                scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans {
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let response = app.oneshot(export(request.encode_to_vec())).await.unwrap();
+        assert_ne!(response.status(), StatusCode::OK);
+        assert!(response.status().is_server_error(), "{}", response.status());
+    }
+}

@@ -10,6 +10,7 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext, col, lit};
 use futures::StreamExt;
 use mcpulse_schemas::Table;
 
+use crate::time_pruning::TimePrunedTable;
 use crate::{ArchiveCatalog, QueryConfig};
 
 /// Whose rows a query may see.
@@ -105,6 +106,7 @@ impl QueryEngine {
                 .catalog
                 .listing_table(table)
                 .map_err(QueryError::from_datafusion)?;
+            let listing = Arc::new(TimePrunedTable::new(listing, table.time_column()));
             let provider = match scope {
                 Scope::All => listing as Arc<dyn datafusion::catalog::TableProvider>,
                 Scope::Tenant(tenant) => ctx

@@ -7,6 +7,7 @@ pub mod config;
 pub mod engine;
 pub mod format;
 pub mod http;
+pub mod time_pruning;
 
 pub use catalog::ArchiveCatalog;
 pub use config::QueryConfig;
