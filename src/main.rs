@@ -8,6 +8,9 @@ use mcpulse::Config;
 use mcpulse::archive_store::ArchiveLocation;
 use mcpulse_queries::{OutputFormat, QueryEngine, Scope};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "mcpulse",

@@ -5,24 +5,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{ACME_TOKEN, GLOBEX_TOKEN, Mcpulse, http};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use common::{ACME_TOKEN, GLOBEX_TOKEN, Mcpulse, attr, http, now_ns, otlp_request};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use reqwest::StatusCode;
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
 
 fn span(id: u64, start: u64, marker: &str) -> Span {
     Span {
@@ -32,38 +21,13 @@ fn span(id: u64, start: u64, marker: &str) -> Span {
         kind: 2,
         start_time_unix_nano: start,
         end_time_unix_nano: start + 1_000,
-        attributes: vec![KeyValue {
-            key: "marker".into(),
-            value: Some(AnyValue {
-                value: Some(Value::StringValue(marker.into())),
-            }),
-            ..Default::default()
-        }],
+        attributes: vec![attr("marker", marker)],
         ..Default::default()
     }
 }
 
 fn request(spans: Vec<Span>) -> Vec<u8> {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(Value::StringValue("bad-input".into())),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    otlp_request(Some("bad-input"), spans)
 }
 
 fn post(

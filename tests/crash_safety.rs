@@ -6,30 +6,16 @@ mod common;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::{ACME_TOKEN, Mcpulse};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
+use common::{ACME_TOKEN, Mcpulse, attr, now_ns, otlp_request};
+use opentelemetry_proto::tonic::trace::v1::Span;
 
 const SPANS_PER_REQUEST: u64 = 25;
 const SENDERS: u64 = 4;
 
 fn request(first: u64, service: &str) -> Vec<u8> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let kv = |k: &str, v: &str| KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    };
+    let now = now_ns();
     let spans = (first..first + SPANS_PER_REQUEST)
         .map(|id| Span {
             trace_id: [[9u8; 8], id.to_be_bytes()].concat(),
@@ -38,24 +24,11 @@ fn request(first: u64, service: &str) -> Vec<u8> {
             kind: 2,
             start_time_unix_nano: now,
             end_time_unix_nano: now + 5_000,
-            attributes: vec![kv("marker", "crash"), kv("gen_ai.tool.name", "crash")],
+            attributes: vec![attr("marker", "crash"), attr("gen_ai.tool.name", "crash")],
             ..Default::default()
         })
         .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", service)],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    otlp_request(Some(service), spans)
 }
 
 fn span_hex(id: u64) -> String {

@@ -3,14 +3,12 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
-use common::{ACME_TOKEN, Mcpulse};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use common::{ACME_TOKEN, Mcpulse, now_ns, otlp_request};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tonic::Code;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -94,31 +92,15 @@ fn request(starts: &[u64]) -> Vec<u8> {
             ..Default::default()
         })
         .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
+    otlp_request(None, spans)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_status_codes_follow_otlp() {
     let m = Mcpulse::start("");
-    let err = export(&m, None, request(&[now()])).await.unwrap_err();
+    let err = export(&m, None, request(&[now_ns()])).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-    let err = export(&m, Some("wrong-token-123"), request(&[now()]))
+    let err = export(&m, Some("wrong-token-123"), request(&[now_ns()]))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
@@ -132,12 +114,12 @@ async fn grpc_status_codes_follow_otlp() {
         err.message()
     );
 
-    let ok = export(&m, Some(ACME_TOKEN), request(&[now()]))
+    let ok = export(&m, Some(ACME_TOKEN), request(&[now_ns()]))
         .await
         .unwrap();
     assert_eq!(ok.partial_success, None);
-    let old = now() - 40 * 24 * 3600 * 1_000_000_000;
-    let partial = export(&m, Some(ACME_TOKEN), request(&[now(), old]))
+    let old = now_ns() - 40 * 24 * 3600 * 1_000_000_000;
+    let partial = export(&m, Some(ACME_TOKEN), request(&[now_ns(), old]))
         .await
         .unwrap();
     let partial = partial.partial_success.expect("partial success");
@@ -164,12 +146,12 @@ async fn grpc_saturation_is_retryable_with_retry_info() {
     let m = Mcpulse::start(
         "archive:\n  flush_interval: 60s\ningest:\n  max_backlog_messages: 0\n  retry_after: 2s\n",
     );
-    export(&m, Some(ACME_TOKEN), request(&[now()]))
+    export(&m, Some(ACME_TOKEN), request(&[now_ns()]))
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let err = loop {
-        match export(&m, Some(ACME_TOKEN), request(&[now()])).await {
+        match export(&m, Some(ACME_TOKEN), request(&[now_ns()])).await {
             Err(e) => break e,
             Ok(_) => assert!(std::time::Instant::now() < deadline, "never throttled"),
         }

@@ -105,7 +105,7 @@ async fn handle_traces(
                         "invalid OTLP/JSON ExportTraceServiceRequest: {e}"
                     ))
                 })?;
-            s.traces.export(tenant, request, None).await
+            s.traces.export(tenant, request).await
         }
     }
 }

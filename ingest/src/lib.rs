@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod otlp_scan;
 pub mod pressure;
 pub mod probes;
 pub mod stats;

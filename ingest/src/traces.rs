@@ -20,8 +20,12 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use prost::Message as _;
 
+use crate::otlp_scan::scan_request;
 use crate::stats::IngestStats;
 use crate::{Backpressure, IngestConfig, IngestError};
+
+/// The service of resources without a `service.name` (as the OTel SDKs name it).
+const UNKNOWN_SERVICE: &str = "unknown_service";
 
 /// How many rejection reasons are quoted in a partial-success message.
 const MAX_QUOTED_REJECTIONS: usize = 3;
@@ -80,19 +84,53 @@ impl TraceIngest {
         tenant: &str,
         body: Bytes,
     ) -> Result<ExportOutcome, IngestError> {
-        let request = ExportTraceServiceRequest::decode(body.as_ref()).map_err(|e| {
+        let (earliest, latest) = self.window();
+        let scan = scan_request(&body, earliest, latest).map_err(|e| {
             IngestError::BadRequest(format!("invalid ExportTraceServiceRequest protobuf: {e}"))
         })?;
-        self.export(tenant, request, Some(body)).await
+        if scan.invalid_spans > 0 {
+            // Some spans are refused: decode, filter and re-encode (with the reasons).
+            let request = ExportTraceServiceRequest::decode(body.as_ref()).map_err(|e| {
+                IngestError::BadRequest(format!("invalid ExportTraceServiceRequest protobuf: {e}"))
+            })?;
+            return self.export(tenant, request).await;
+        }
+        let accepted = scan.spans();
+        if accepted == 0 {
+            return Ok(ExportOutcome::default());
+        }
+        // Every span is valid: forward the bytes, cut per service by whole fields.
+        let mut groups: BTreeMap<String, Vec<std::ops::Range<usize>>> = BTreeMap::new();
+        for rs in scan.resource_spans {
+            let service = rs.service.unwrap_or_else(|| UNKNOWN_SERVICE.to_string());
+            groups.entry(service).or_default().push(rs.field);
+        }
+        let single = groups.len() == 1;
+        let groups = groups.into_iter().map(|(service, fields)| {
+            let value = if single {
+                body.clone()
+            } else {
+                let mut value = Vec::with_capacity(fields.iter().map(|f| f.len()).sum());
+                for field in fields {
+                    value.extend_from_slice(&body[field]);
+                }
+                Bytes::from(value)
+            };
+            (service, value)
+        });
+        self.send(tenant, groups.collect()).await?;
+        self.stats.spans_accepted.fetch_add(accepted, Relaxed);
+        Ok(ExportOutcome {
+            accepted,
+            ..ExportOutcome::default()
+        })
     }
 
-    /// Validates and appends `request`. `raw` is its protobuf encoding when the caller has
-    /// it; a request that needs no splitting or filtering is forwarded as is.
+    /// Validates and appends a decoded request (OTLP/JSON, or protobuf with refused spans).
     pub async fn export(
         &self,
         tenant: &str,
         mut request: ExportTraceServiceRequest,
-        raw: Option<Bytes>,
     ) -> Result<ExportOutcome, IngestError> {
         let mut outcome = ExportOutcome::default();
         let mut reasons = Vec::new();
@@ -133,31 +171,38 @@ impl TraceIngest {
             return Ok(outcome);
         }
 
-        let groups = group_by_service(request.resource_spans);
-        let single = groups.len() == 1 && outcome.rejected == 0;
-        let mut messages = Vec::with_capacity(groups.len());
-        for (service, resource_spans) in groups {
-            let value = match (&raw, single) {
-                (Some(raw), true) => raw.clone(),
-                _ => Bytes::from(ExportTraceServiceRequest { resource_spans }.encode_to_vec()),
-            };
-            messages.push(
+        let groups = group_by_service(request.resource_spans)
+            .into_iter()
+            .map(|(service, resource_spans)| {
+                let value = ExportTraceServiceRequest { resource_spans }.encode_to_vec();
+                (service, Bytes::from(value))
+            })
+            .collect();
+        self.send(tenant, groups).await?;
+        self.stats
+            .spans_accepted
+            .fetch_add(outcome.accepted, Relaxed);
+        Ok(outcome)
+    }
+
+    /// Appends one message per service, keyed `tenant/service`; returns once all are durable.
+    async fn send(&self, tenant: &str, groups: Vec<(String, Bytes)>) -> Result<(), IngestError> {
+        let messages = groups
+            .into_iter()
+            .map(|(service, value)| {
                 Message::new(Some(Bytes::from(tenant_key(tenant, &service))), value)
                     .with_header(HEADER_TENANT, Bytes::copy_from_slice(tenant.as_bytes()))
                     .with_header(
                         HEADER_CONTENT_TYPE,
                         Bytes::from_static(b"application/x-protobuf"),
-                    ),
-            );
-        }
+                    )
+            })
+            .collect();
         self.producer
             .send(&self.topic, messages)
             .await
-            .map_err(|e| IngestError::from_bus(e, self.pressure.retry_after()))?;
-        self.stats
-            .spans_accepted
-            .fetch_add(outcome.accepted, Relaxed);
-        Ok(outcome)
+            .map(drop)
+            .map_err(|e| IngestError::from_bus(e, self.pressure.retry_after()))
     }
 
     /// The accepted range of span start times, in Unix nanoseconds.
@@ -229,7 +274,7 @@ fn group_by_service(resource_spans: Vec<ResourceSpans>) -> BTreeMap<String, Vec<
                 Some(Value::StringValue(s)) if !s.is_empty() => Some(s.clone()),
                 _ => None,
             })
-            .unwrap_or_else(|| "unknown_service".to_string());
+            .unwrap_or_else(|| UNKNOWN_SERVICE.to_string());
         groups.entry(service).or_default().push(rs);
     }
     groups

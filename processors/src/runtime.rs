@@ -106,16 +106,26 @@ impl Runtime {
                         self.stats
                             .records
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        match self.operator.process(record).await {
-                            Ok(()) => {}
-                            Err(OperatorError::Decode(reason)) => {
-                                self.dead_letter(record, &reason, &mut shutdown).await?;
-                            }
-                            Err(source) => {
-                                return Err(RuntimeError::Operator {
-                                    operator: name,
-                                    source,
-                                });
+                        let mut backoff = Backoff::new(&self.config);
+                        loop {
+                            match self.operator.process(record).await {
+                                Ok(()) => break,
+                                Err(OperatorError::Decode(reason)) => {
+                                    self.dead_letter(record, &reason, &mut shutdown).await?;
+                                    break;
+                                }
+                                // Retried in place: nothing after this record is processed
+                                // (or committed) until it succeeds.
+                                Err(OperatorError::Retryable(reason)) if !*shutdown.borrow() => {
+                                    warn!(operator = name, %reason, delay = ?backoff.next, "processing failed, retrying");
+                                    backoff.wait().await;
+                                }
+                                Err(source) => {
+                                    return Err(RuntimeError::Operator {
+                                        operator: name,
+                                        source,
+                                    });
+                                }
                             }
                         }
                     }

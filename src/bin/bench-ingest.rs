@@ -16,7 +16,7 @@ use mcpulse::archive_store::ArchiveLocation;
 use mcpulse_ingest::stats::IngestStats;
 use mcpulse_ingest::{Backpressure, TraceIngest};
 use mcpulse_processors::Runtime;
-use mcpulse_processors::archive::{Archiver, PartitionedRows, SpansFormat, TableFormat};
+use mcpulse_processors::archive::{Archiver, PartitionedRows, SpansFormat};
 use mcpulse_processors::dlq::DeadLetters;
 use mcpulse_processors::stats::RuntimeStats;
 use mcpulse_schemas::Table;
@@ -33,9 +33,13 @@ const TEMPLATES: usize = 100;
 const SERVICES: usize = 8;
 const CONCURRENCY: usize = 4;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let mut spans = 1_000_000usize;
     let mut batch = 1_000usize;
+    let mut flush_mb: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -51,7 +55,16 @@ fn main() -> anyhow::Result<()> {
                     .and_then(|v| v.parse().ok())
                     .ok_or_else(|| anyhow::anyhow!("--batch N"))?
             }
-            other => anyhow::bail!("unknown argument {other:?} (use --spans N --batch N)"),
+            "--flush-mb" => {
+                flush_mb = Some(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| anyhow::anyhow!("--flush-mb N"))?,
+                )
+            }
+            other => {
+                anyhow::bail!("unknown argument {other:?} (use --spans N --batch N --flush-mb N)")
+            }
         }
     }
     let requests = spans.div_ceil(batch);
@@ -71,7 +84,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let full = rt.block_on(full_path(&templates, requests, batch))?;
+    let full = rt.block_on(full_path(&templates, requests, batch, flush_mb))?;
     let rss_full = peak_rss_mb();
     let direct = direct_parquet(&templates, requests)?;
 
@@ -115,10 +128,18 @@ struct Measure {
     wall: Duration,
 }
 
-async fn full_path(templates: &[Bytes], requests: usize, batch: usize) -> anyhow::Result<Measure> {
+async fn full_path(
+    templates: &[Bytes],
+    requests: usize,
+    batch: usize,
+    flush_mb: Option<usize>,
+) -> anyhow::Result<Measure> {
     let dir = tempfile::tempdir()?;
     let mut config = Config::embedded_default();
     config.data_dir = dir.path().to_path_buf();
+    if let Some(mb) = flush_mb {
+        config.archive.flush_bytes = mb << 20;
+    }
     let bus = mcpulse::run::open_bus(&config).await?;
     let archive = ArchiveLocation::open(&config)?;
     let stats = Arc::new(RuntimeStats::default());
@@ -198,8 +219,12 @@ async fn full_path(templates: &[Bytes], requests: usize, batch: usize) -> anyhow
 }
 
 /// The same spans, decoded once outside the measurement, written straight to Parquet with
-/// the archive's encoder (Arrow build, sort, zstd) into files.
+/// the archive's encoder (Arrow build, sort, zstd) into fsynced files.
 fn direct_parquet(templates: &[Bytes], requests: usize) -> anyhow::Result<Measure> {
+    let decoded: Vec<ExportTraceServiceRequest> = templates
+        .iter()
+        .map(|t| ExportTraceServiceRequest::decode(t.as_ref()))
+        .collect::<Result<_, _>>()?;
     let dir = tempfile::tempdir()?;
     let config = Config::embedded_default();
     let encoder =
@@ -222,9 +247,7 @@ fn direct_parquet(templates: &[Bytes], requests: usize) -> anyhow::Result<Measur
         Ok(())
     };
     for i in 0..requests {
-        SpansFormat
-            .decode_into("bench", &templates[i % templates.len()], &mut rows)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        SpansFormat.append_request("bench", &decoded[i % decoded.len()], &mut rows);
         if rows.rows() >= rows_per_file {
             flush(std::mem::take(&mut rows))?;
         }

@@ -31,7 +31,7 @@ impl Default for ArchiveConfig {
             url: None,
             flush_interval: Duration::from_secs(2),
             flush_rows: 131_072,
-            flush_bytes: 32 << 20,
+            flush_bytes: 16 << 20,
             row_group_rows: 131_072,
             zstd_level: 1,
         }

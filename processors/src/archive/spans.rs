@@ -42,8 +42,23 @@ impl TableFormat for SpansFormat {
         let request = ExportTraceServiceRequest::decode(value).map_err(|e| {
             OperatorError::Decode(format!("invalid OTLP ExportTraceServiceRequest: {e}"))
         })?;
+        Ok(self.append_request(tenant, &request, out))
+    }
+}
+
+impl SpansFormat {
+    /// Appends the spans of a decoded request (infallible: every span becomes a row).
+    pub fn append_request(
+        &self,
+        tenant: &str,
+        request: &ExportTraceServiceRequest,
+        out: &mut PartitionedRows<SpanRows>,
+    ) -> usize {
+        const HOUR_NS: i64 = 3_600_000_000_000;
         let mut rows = 0;
         let mut scratch = String::new();
+        // Spans of a request mostly share an hour: look its builder up once per run.
+        let mut current: Option<(i64, &mut SpanRows)> = None;
         for resource_spans in &request.resource_spans {
             let resource_attrs = resource_spans
                 .resource
@@ -62,14 +77,18 @@ impl TableFormat for SpansFormat {
             for scope_spans in &resource_spans.scope_spans {
                 let scope = scope_spans.scope.as_ref();
                 for span in &scope_spans.spans {
-                    let key = PartitionKey::at(tenant, span.start_time_unix_nano as i64);
-                    let builder = out.get_mut(key);
+                    let start = span.start_time_unix_nano as i64;
+                    let hour = start.div_euclid(HOUR_NS);
+                    if current.as_ref().map(|(h, _)| *h) != Some(hour) {
+                        current = Some((hour, out.get_mut_ref(&PartitionKey::at(tenant, start))));
+                    }
+                    let (_, builder) = current.as_mut().expect("set above");
                     builder.append(service, resource_attrs, scope, span, &mut scratch);
                     rows += 1;
                 }
             }
         }
-        Ok(rows)
+        rows
     }
 }
 
@@ -139,12 +158,12 @@ impl SpanRows {
     ) {
         self.rows += 1;
         self.bytes += 256 + span.name.len() + span.attributes.len() * 48 + span.events.len() * 64;
-        append_hex(&mut self.trace_id, &span.trace_id, scratch);
-        append_hex(&mut self.span_id, &span.span_id, scratch);
+        append_hex(&mut self.trace_id, &span.trace_id);
+        append_hex(&mut self.span_id, &span.span_id);
         if span.parent_span_id.is_empty() {
             self.parent_span_id.append_null();
         } else {
-            append_hex(&mut self.parent_span_id, &span.parent_span_id, scratch);
+            append_hex(&mut self.parent_span_id, &span.parent_span_id);
         }
         append_opt(&mut self.trace_state, &span.trace_state);
         self.name.append_value(&span.name);
@@ -170,10 +189,7 @@ impl SpanRows {
             let Some(value) = kv.value.as_ref() else {
                 continue;
             };
-            match PROMOTED_ATTRIBUTES
-                .iter()
-                .position(|(attr, _)| *attr == kv.key)
-            {
+            match promoted_index(&kv.key) {
                 Some(i) => promoted[i] = Some(value),
                 None => {
                     any_value_to_string(value, scratch);
@@ -225,8 +241,8 @@ impl SpanRows {
             .push(self.events.offsets.last().copied().unwrap_or(0) + span.events.len() as i32);
 
         for link in &span.links {
-            append_hex(&mut self.links.trace_id, &link.trace_id, scratch);
-            append_hex(&mut self.links.span_id, &link.span_id, scratch);
+            append_hex(&mut self.links.trace_id, &link.trace_id);
+            append_hex(&mut self.links.span_id, &link.span_id);
             append_opt(&mut self.links.trace_state, &link.trace_state);
             for kv in &link.attributes {
                 append_entry(&mut self.links.attributes, kv, scratch);
@@ -317,27 +333,12 @@ impl Default for EventColumns {
 
 impl EventColumns {
     fn finish(&mut self, item: Arc<Field>) -> Result<ArrayRef, ArrowError> {
-        let DataType::Struct(fields) = item.data_type() else {
-            return Err(ArrowError::SchemaError(
-                "events item is not a struct".into(),
-            ));
-        };
-        let values = StructArray::try_new(
-            fields.clone(),
-            vec![
-                Arc::new(self.time.finish().with_timezone("UTC")),
-                Arc::new(self.name.finish()),
-                self.attributes.finish(),
-            ],
-            None,
-        )?;
-        let offsets = OffsetBuffer::new(std::mem::replace(&mut self.offsets, vec![0]).into());
-        Ok(Arc::new(ListArray::try_new(
-            item,
-            offsets,
-            Arc::new(values),
-            None,
-        )?))
+        let children: Vec<ArrayRef> = vec![
+            Arc::new(self.time.finish().with_timezone("UTC")),
+            Arc::new(self.name.finish()),
+            self.attributes.finish(),
+        ];
+        list_of_structs(item, &mut self.offsets, children)
     }
 }
 
@@ -363,27 +364,37 @@ impl Default for LinkColumns {
 
 impl LinkColumns {
     fn finish(&mut self, item: Arc<Field>) -> Result<ArrayRef, ArrowError> {
-        let DataType::Struct(fields) = item.data_type() else {
-            return Err(ArrowError::SchemaError("links item is not a struct".into()));
-        };
-        let values = StructArray::try_new(
-            fields.clone(),
-            vec![
-                Arc::new(self.trace_id.finish()),
-                Arc::new(self.span_id.finish()),
-                Arc::new(self.trace_state.finish()),
-                self.attributes.finish(),
-            ],
-            None,
-        )?;
-        let offsets = OffsetBuffer::new(std::mem::replace(&mut self.offsets, vec![0]).into());
-        Ok(Arc::new(ListArray::try_new(
-            item,
-            offsets,
-            Arc::new(values),
-            None,
-        )?))
+        let children: Vec<ArrayRef> = vec![
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.trace_state.finish()),
+            self.attributes.finish(),
+        ];
+        list_of_structs(item, &mut self.offsets, children)
     }
+}
+
+/// A `List<Struct>` column from the struct's child columns and the list offsets (which
+/// are reset for the next batch).
+fn list_of_structs(
+    item: Arc<Field>,
+    offsets: &mut Vec<i32>,
+    children: Vec<ArrayRef>,
+) -> Result<ArrayRef, ArrowError> {
+    let DataType::Struct(fields) = item.data_type() else {
+        return Err(ArrowError::SchemaError(format!(
+            "list item {} is not a struct",
+            item.name()
+        )));
+    };
+    let values = StructArray::try_new(fields.clone(), children, None)?;
+    let offsets = OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into());
+    Ok(Arc::new(ListArray::try_new(
+        item,
+        offsets,
+        Arc::new(values),
+        None,
+    )?))
 }
 
 fn append_opt(builder: &mut StringBuilder, value: &str) {
@@ -394,12 +405,15 @@ fn append_opt(builder: &mut StringBuilder, value: &str) {
     }
 }
 
-fn append_hex(builder: &mut StringBuilder, bytes: &[u8], scratch: &mut String) {
-    scratch.clear();
-    for b in bytes {
-        let _ = write!(scratch, "{b:02x}");
+fn append_hex(builder: &mut StringBuilder, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 64];
+    let n = bytes.len().min(32);
+    for (i, b) in bytes[..n].iter().enumerate() {
+        buf[2 * i] = DIGITS[(b >> 4) as usize];
+        buf[2 * i + 1] = DIGITS[(b & 0xf) as usize];
     }
-    builder.append_value(scratch.as_str());
+    builder.append_value(std::str::from_utf8(&buf[..2 * n]).expect("hex digits are ASCII"));
 }
 
 fn append_entry(map: &mut StringMapBuilder, kv: &KeyValue, scratch: &mut String) {
@@ -464,6 +478,22 @@ fn any_value_json(value: &Value) -> serde_json::Value {
                 .collect(),
         ),
     }
+}
+
+/// The index in [`PROMOTED_ATTRIBUTES`] of a promoted attribute key.
+fn promoted_index(key: &str) -> Option<usize> {
+    let i = match key {
+        "mcp.method.name" => 0,
+        "gen_ai.tool.name" => 1,
+        "mcp.session.id" => 2,
+        "mcp.protocol.version" => 3,
+        "error.type" => 4,
+        "jsonrpc.request.id" => 5,
+        "network.transport" => 6,
+        _ => return None,
+    };
+    debug_assert_eq!(PROMOTED_ATTRIBUTES[i].0, key);
+    Some(i)
 }
 
 fn span_kind(kind: i32) -> &'static str {

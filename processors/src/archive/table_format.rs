@@ -44,6 +44,14 @@ impl<B: BatchBuilder> PartitionedRows<B> {
         self.groups.entry(key).or_default()
     }
 
+    /// The builder of partition `key`, created on first use (clones the key only then).
+    pub fn get_mut_ref(&mut self, key: &PartitionKey) -> &mut B {
+        if !self.groups.contains_key(key) {
+            self.groups.insert(key.clone(), B::default());
+        }
+        self.groups.get_mut(key).expect("inserted above")
+    }
+
     pub fn rows(&self) -> usize {
         self.groups.values().map(B::rows).sum()
     }
