@@ -95,7 +95,7 @@ impl UnaryService<Bytes> for Export {
         Box::pin(async move {
             match handler.export(request).await {
                 Ok(outcome) => Ok(Response::new(ExportTraceServiceResponse {
-                    partial_success: (outcome.rejected > 0).then(|| ExportTracePartialSuccess {
+                    partial_success: (outcome.rejected > 0).then_some(ExportTracePartialSuccess {
                         rejected_spans: outcome.rejected as i64,
                         error_message: outcome.message,
                     }),

@@ -320,7 +320,7 @@ impl ProbeResult {
                 ));
             }
         }
-        for (key, _) in &self.labels {
+        for key in self.labels.keys() {
             check_len("labels", key, 128)?;
         }
         Ok(())
