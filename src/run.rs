@@ -14,7 +14,7 @@ use anyhow::Context;
 use mcpulse_bus::embedded::EmbeddedBus;
 use mcpulse_bus::{Bus, DynBus, GroupStatus, TopicSpec};
 use mcpulse_ingest::stats::IngestStats;
-use mcpulse_ingest::{Authenticator, Backpressure, ProbeIngest, TraceIngest};
+use mcpulse_ingest::{Authenticator, Backpressure, Edge, ProbeIngest, TraceIngest};
 use mcpulse_processors::Runtime;
 use mcpulse_processors::archive::{Archiver, ProbesFormat, SpansFormat, TableFormat};
 use mcpulse_processors::dlq::DeadLetters;
@@ -115,20 +115,14 @@ pub async fn run(
         config.ingest.max_backlog_messages,
         config.ingest.retry_after,
     );
-    let traces = TraceIngest::new(
+    let edge = Edge::new(
         bus.producer(),
-        &config.topics,
         config.ingest.clone(),
         pressure.clone(),
         ingest_stats.clone(),
     );
-    let probes = ProbeIngest::new(
-        bus.producer(),
-        &config.topics,
-        config.ingest.clone(),
-        pressure.clone(),
-        ingest_stats.clone(),
-    );
+    let traces = TraceIngest::new(edge.clone(), &config.topics);
+    let probes = ProbeIngest::new(edge, &config.topics);
     let lag = Arc::new(LagMetrics::default());
     let backlog_task = tokio::spawn(watch_backlog(
         bus.clone(),

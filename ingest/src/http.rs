@@ -361,13 +361,8 @@ mod tests {
         })
         .unwrap();
         let stats = Arc::new(IngestStats::default());
-        let traces = TraceIngest::new(
-            bus.producer(),
-            &Topics::default(),
-            IngestConfig::default(),
-            pressure,
-            stats,
-        );
+        let edge = crate::Edge::new(bus.producer(), IngestConfig::default(), pressure, stats);
+        let traces = TraceIngest::new(edge, &Topics::default());
         (otlp_router(traces, Arc::new(auth)), bus)
     }
 

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod grpc;
 pub mod http;
@@ -15,6 +16,7 @@ pub mod traces;
 
 pub use auth::{Authenticator, Principal};
 pub use config::IngestConfig;
+pub use edge::Edge;
 pub use error::IngestError;
 pub use pressure::Backpressure;
 pub use probes::ProbeIngest;

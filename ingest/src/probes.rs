@@ -2,18 +2,16 @@
 //! object, a JSON array or NDJSON. Every result is validated before any is written: a
 //! request is accepted whole or rejected whole, with an error naming the item and field.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
-use chrono::Utc;
-use mcpulse_bus::{Message, Producer};
+use chrono::{DateTime, Utc};
+use mcpulse_bus::Message;
 use mcpulse_schemas::topics::{HEADER_CONTENT_TYPE, HEADER_TENANT, tenant_key};
 use mcpulse_schemas::{ProbeResult, Topics};
 use serde::Deserialize;
 
-use crate::stats::IngestStats;
-use crate::{Backpressure, IngestConfig, IngestError};
+use crate::{Backpressure, Edge, IngestError};
 
 /// Most probe results accepted in one request.
 pub const MAX_PROBES_PER_REQUEST: usize = 10_000;
@@ -30,32 +28,20 @@ pub enum ProbeFraming {
 /// Appends probe results to `probes.v1`.
 #[derive(Clone)]
 pub struct ProbeIngest {
-    producer: Arc<dyn Producer>,
+    edge: Edge,
     topic: String,
-    config: IngestConfig,
-    pressure: Backpressure,
-    stats: Arc<IngestStats>,
 }
 
 impl ProbeIngest {
-    pub fn new(
-        producer: Arc<dyn Producer>,
-        topics: &Topics,
-        config: IngestConfig,
-        pressure: Backpressure,
-        stats: Arc<IngestStats>,
-    ) -> Self {
+    pub fn new(edge: Edge, topics: &Topics) -> Self {
         Self {
-            producer,
+            edge,
             topic: topics.probes(),
-            config,
-            pressure,
-            stats,
         }
     }
 
     pub fn pressure(&self) -> &Backpressure {
-        &self.pressure
+        self.edge.pressure()
     }
 
     /// Parses, validates and appends the results in `body`; returns how many were accepted.
@@ -75,12 +61,11 @@ impl ProbeIngest {
         tenant: &str,
         probes: Vec<ProbeResult>,
     ) -> Result<usize, IngestError> {
-        let now = Utc::now();
-        let earliest = now
-            - chrono::Duration::from_std(self.config.max_age).unwrap_or(chrono::Duration::days(7));
-        let latest = now
-            + chrono::Duration::from_std(self.config.max_future)
-                .unwrap_or(chrono::Duration::hours(1));
+        let (earliest, latest) = self.edge.window_ns();
+        let (earliest, latest) = (
+            DateTime::<Utc>::from_timestamp_nanos(earliest as i64),
+            DateTime::<Utc>::from_timestamp_nanos(latest as i64),
+        );
         for (i, probe) in probes.iter().enumerate() {
             probe.validate(earliest, latest).map_err(|e| {
                 IngestError::BadRequest(format!(
@@ -99,11 +84,11 @@ impl ProbeIngest {
             })
             .collect();
         let n = messages.len();
-        self.producer
-            .send(&self.topic, messages)
-            .await
-            .map_err(|e| IngestError::from_bus(e, self.pressure.retry_after()))?;
-        self.stats.probes_accepted.fetch_add(n as u64, Relaxed);
+        self.edge.append(&self.topic, messages).await?;
+        self.edge
+            .stats()
+            .probes_accepted
+            .fetch_add(n as u64, Relaxed);
         Ok(n)
     }
 }

@@ -8,10 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use mcpulse_bus::{Message, Producer};
+use mcpulse_bus::Message;
 use mcpulse_schemas::Topics;
 use mcpulse_schemas::tables::spans::SERVICE_NAME_ATTRIBUTE;
 use mcpulse_schemas::topics::{HEADER_CONTENT_TYPE, HEADER_TENANT, tenant_key};
@@ -22,7 +21,7 @@ use prost::Message as _;
 
 use crate::otlp_scan::scan_request;
 use crate::stats::IngestStats;
-use crate::{Backpressure, IngestConfig, IngestError};
+use crate::{Backpressure, Edge, IngestConfig, IngestError};
 
 /// The service of resources without a `service.name` (as the OTel SDKs name it).
 const UNKNOWN_SERVICE: &str = "unknown_service";
@@ -42,40 +41,28 @@ pub struct ExportOutcome {
 /// Appends OTLP trace exports to the log.
 #[derive(Clone)]
 pub struct TraceIngest {
-    producer: Arc<dyn Producer>,
+    edge: Edge,
     topic: String,
-    config: IngestConfig,
-    pressure: Backpressure,
-    stats: Arc<IngestStats>,
 }
 
 impl TraceIngest {
-    pub fn new(
-        producer: Arc<dyn Producer>,
-        topics: &Topics,
-        config: IngestConfig,
-        pressure: Backpressure,
-        stats: Arc<IngestStats>,
-    ) -> Self {
+    pub fn new(edge: Edge, topics: &Topics) -> Self {
         Self {
-            producer,
+            edge,
             topic: topics.spans(),
-            config,
-            pressure,
-            stats,
         }
     }
 
     pub fn pressure(&self) -> &Backpressure {
-        &self.pressure
+        self.edge.pressure()
     }
 
     pub fn config(&self) -> &IngestConfig {
-        &self.config
+        self.edge.config()
     }
 
     pub fn stats(&self) -> &Arc<IngestStats> {
-        &self.stats
+        self.edge.stats()
     }
 
     /// Decodes a protobuf body and exports it.
@@ -84,7 +71,7 @@ impl TraceIngest {
         tenant: &str,
         body: Bytes,
     ) -> Result<ExportOutcome, IngestError> {
-        let (earliest, latest) = self.window();
+        let (earliest, latest) = self.edge.window_ns();
         let scan = scan_request(&body, earliest, latest).map_err(|e| {
             IngestError::BadRequest(format!("invalid ExportTraceServiceRequest protobuf: {e}"))
         })?;
@@ -119,7 +106,7 @@ impl TraceIngest {
             (service, value)
         });
         self.send(tenant, groups.collect()).await?;
-        self.stats.spans_accepted.fetch_add(accepted, Relaxed);
+        self.stats().spans_accepted.fetch_add(accepted, Relaxed);
         Ok(ExportOutcome {
             accepted,
             ..ExportOutcome::default()
@@ -134,7 +121,7 @@ impl TraceIngest {
     ) -> Result<ExportOutcome, IngestError> {
         let mut outcome = ExportOutcome::default();
         let mut reasons = Vec::new();
-        let (earliest, latest) = self.window();
+        let (earliest, latest) = self.edge.window_ns();
         for rs in &mut request.resource_spans {
             for ss in &mut rs.scope_spans {
                 ss.spans
@@ -163,7 +150,7 @@ impl TraceIngest {
                 outcome.rejected,
                 reasons.join("; ")
             );
-            self.stats
+            self.stats()
                 .spans_rejected
                 .fetch_add(outcome.rejected, Relaxed);
         }
@@ -179,7 +166,7 @@ impl TraceIngest {
             })
             .collect();
         self.send(tenant, groups).await?;
-        self.stats
+        self.stats()
             .spans_accepted
             .fetch_add(outcome.accepted, Relaxed);
         Ok(outcome)
@@ -198,21 +185,7 @@ impl TraceIngest {
                     )
             })
             .collect();
-        self.producer
-            .send(&self.topic, messages)
-            .await
-            .map(drop)
-            .map_err(|e| IngestError::from_bus(e, self.pressure.retry_after()))
-    }
-
-    /// The accepted range of span start times, in Unix nanoseconds.
-    fn window(&self) -> (u64, u64) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
-        let earliest = now.saturating_sub(self.config.max_age).as_nanos() as u64;
-        let latest = (now + self.config.max_future).as_nanos() as u64;
-        (earliest, latest)
+        self.edge.append(&self.topic, messages).await
     }
 }
 

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use mcpulse::Config;
 use mcpulse::archive_store::ArchiveLocation;
 use mcpulse_ingest::stats::IngestStats;
-use mcpulse_ingest::{Backpressure, TraceIngest};
+use mcpulse_ingest::{Backpressure, Edge, TraceIngest};
 use mcpulse_processors::Runtime;
 use mcpulse_processors::archive::{Archiver, PartitionedRows, SpansFormat};
 use mcpulse_processors::dlq::DeadLetters;
@@ -166,13 +166,13 @@ async fn full_path(
         u64::MAX,
         config.ingest.retry_after,
     );
-    let ingest = TraceIngest::new(
+    let edge = Edge::new(
         bus.producer(),
-        &config.topics,
         config.ingest.clone(),
         pressure,
         Arc::new(IngestStats::default()),
     );
+    let ingest = TraceIngest::new(edge, &config.topics);
 
     let cpu0 = cpu_time();
     let start = Instant::now();
