@@ -59,6 +59,7 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    mcpulse::alloc::tune();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config {

@@ -37,6 +37,7 @@ const CONCURRENCY: usize = 4;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    mcpulse::alloc::tune();
     let mut spans = 1_000_000usize;
     let mut batch = 1_000usize;
     let mut flush_mb: Option<usize> = None;
