@@ -18,7 +18,6 @@ use mcpulse_ingest::{Authenticator, Backpressure, Edge, ProbeIngest, TraceIngest
 use mcpulse_processors::Runtime;
 use mcpulse_processors::archive::{Archiver, ProbesFormat, SpansFormat, TableFormat};
 use mcpulse_processors::dlq::DeadLetters;
-use mcpulse_processors::runtime::RuntimeError;
 use mcpulse_processors::stats::{NamedStats, RuntimeStats};
 use mcpulse_queries::QueryEngine;
 use mcpulse_schemas::metrics::{MetricsSource, PromWriter};
@@ -83,8 +82,7 @@ pub async fn run(
     let mut processors = JoinSet::new();
     let spans_stats = Arc::new(RuntimeStats::default());
     let probes_stats = Arc::new(RuntimeStats::default());
-    spawn_archiver(
-        &mut processors,
+    let spans = archiver_runtime(
         &config,
         &bus,
         &archive,
@@ -92,11 +90,9 @@ pub async fn run(
         GROUP_ARCHIVE_SPANS,
         config.topics.spans(),
         spans_stats.clone(),
-        processors_stopped.clone(),
-    )
-    .await?;
-    spawn_archiver(
-        &mut processors,
+    );
+    processors.spawn(spans.await?.run(processors_stopped.clone()));
+    let probes = archiver_runtime(
         &config,
         &bus,
         &archive,
@@ -104,9 +100,8 @@ pub async fn run(
         GROUP_ARCHIVE_PROBES,
         config.topics.probes(),
         probes_stats.clone(),
-        processors_stopped.clone(),
-    )
-    .await?;
+    );
+    processors.spawn(probes.await?.run(processors_stopped.clone()));
 
     // Edges.
     let ingest_stats = Arc::new(IngestStats::default());
@@ -255,9 +250,8 @@ async fn bind(addr: SocketAddr, field: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("{field}: cannot listen on {addr}"))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn spawn_archiver<F: TableFormat>(
-    set: &mut JoinSet<Result<(), RuntimeError>>,
+/// A runtime archiving `topic` into `format`'s table as a member of consumer group `group`.
+pub async fn archiver_runtime<F: TableFormat>(
     config: &Config,
     bus: &DynBus,
     archive: &ArchiveLocation,
@@ -265,8 +259,7 @@ async fn spawn_archiver<F: TableFormat>(
     group: &str,
     topic: String,
     stats: Arc<RuntimeStats>,
-    stop: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Runtime> {
     let consumer = bus
         .consumer(group, &[topic])
         .await
@@ -279,15 +272,13 @@ async fn spawn_archiver<F: TableFormat>(
         stats.clone(),
     );
     let dlq = DeadLetters::new(bus.producer(), config.topics.dlq());
-    let runtime = Runtime::new(
+    Ok(Runtime::new(
         consumer,
         Box::new(archiver),
         dlq,
         config.runtime.clone(),
         stats,
-    );
-    set.spawn(runtime.run(stop));
-    Ok(())
+    ))
 }
 
 /// Consumer lag of the archivers, for `/metrics` and ingest backpressure.

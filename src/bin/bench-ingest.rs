@@ -15,9 +15,7 @@ use mcpulse::Config;
 use mcpulse::archive_store::ArchiveLocation;
 use mcpulse_ingest::stats::IngestStats;
 use mcpulse_ingest::{Backpressure, Edge, TraceIngest};
-use mcpulse_processors::Runtime;
-use mcpulse_processors::archive::{Archiver, PartitionedRows, SpansFormat};
-use mcpulse_processors::dlq::DeadLetters;
+use mcpulse_processors::archive::{PartitionedRows, SpansFormat};
 use mcpulse_processors::stats::RuntimeStats;
 use mcpulse_schemas::Table;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -144,23 +142,16 @@ async fn full_path(
     let bus = mcpulse::run::open_bus(&config).await?;
     let archive = ArchiveLocation::open(&config)?;
     let stats = Arc::new(RuntimeStats::default());
-    let consumer = bus
-        .consumer("bench-archive", &[config.topics.spans()])
-        .await?;
-    let archiver = Archiver::new(
+    let runtime = mcpulse::run::archiver_runtime(
+        &config,
+        &bus,
+        &archive,
         SpansFormat,
-        archive.target.clone(),
-        config.archive.clone(),
-        None,
+        "bench-archive",
+        config.topics.spans(),
         stats.clone(),
-    );
-    let runtime = Runtime::new(
-        consumer,
-        Box::new(archiver),
-        DeadLetters::new(bus.producer(), config.topics.dlq()),
-        config.runtime.clone(),
-        stats.clone(),
-    );
+    )
+    .await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let pressure = Backpressure::new(
         config.ingest.max_inflight_bytes,
