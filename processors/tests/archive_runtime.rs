@@ -288,3 +288,63 @@ async fn replay_after_crash_rewrites_the_same_objects() {
         "every span exactly once: {files:?}"
     );
 }
+
+/// A recorded cut that starts right after a dead-lettered record is still replayed exactly.
+#[tokio::test]
+async fn replay_keeps_the_cut_after_a_dead_lettered_first_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = open_bus(dir.path()).await;
+    let mut messages = vec![message(request(0, 10), None)]; // no tenant header: dead-lettered
+    messages.extend((1..4).map(|i| message(request(i * 10, 10), Some("acme"))));
+    bus.producer().send(SPANS, messages).await.unwrap();
+    let mut consumer = bus.consumer("archive", &[SPANS.to_string()]).await.unwrap();
+    let mut records = Vec::new();
+    while records.len() < 4 {
+        if let ConsumerEvent::Records(r) = consumer.poll(Duration::from_secs(2)).await.unwrap() {
+            records.extend(r);
+        }
+    }
+    let stats = Arc::new(RuntimeStats::default());
+    let run = |config: ArchiveConfig, upto: usize| {
+        let mut archiver =
+            Archiver::new(SpansFormat, target(dir.path()), config, None, stats.clone());
+        let records = records[..upto].to_vec();
+        async move {
+            for r in &records {
+                match archiver.process(r).await {
+                    Ok(()) => {}
+                    Err(mcpulse_processors::OperatorError::Decode(_)) => {
+                        archiver.skip(&r.topic_partition(), r.offset)
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            archiver.flush(None, true).await.unwrap()
+        }
+    };
+    // First run archives offsets 1..=2 (cut by the final flush) and dies before committing.
+    assert_eq!(run(ArchiveConfig::default(), 3).await[0].1, 3);
+    // The replay would cut after every record by size; it must end its first cut at 2.
+    let offsets = run(
+        ArchiveConfig {
+            flush_rows: 5,
+            ..ArchiveConfig::default()
+        },
+        4,
+    )
+    .await;
+    assert_eq!(offsets[0].1, 4);
+    let files = parquet_files(dir.path());
+    let names: Vec<_> = files
+        .iter()
+        .map(|(p, _)| p.rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "t.spans.v1-0-00000000000000000001-00000000000000000002.parquet",
+            "t.spans.v1-0-00000000000000000003-00000000000000000003.parquet",
+        ]
+    );
+    assert_eq!(files.iter().map(|(_, n)| n).sum::<usize>(), 30, "{files:?}");
+}

@@ -237,8 +237,10 @@ impl<F: TableFormat> Operator for Archiver<F> {
 
     async fn process(&mut self, record: &Record) -> Result<(), OperatorError> {
         let tp = record.topic_partition();
-        let tenant = self.tenant(record)?.to_string();
+        // Load the partition's recorded cut before anything can fail, so a dead-lettered
+        // first record does not leave the partition without it.
         self.state(&tp).await?;
+        let tenant = self.tenant(record)?.to_string();
         let state = self.partitions.get_mut(&tp).expect("created by state()");
         let open = state.open_at(record.offset);
         match self
@@ -261,25 +263,12 @@ impl<F: TableFormat> Operator for Archiver<F> {
     }
 
     fn skip(&mut self, tp: &TopicPartition, offset: Offset) {
+        // `process` loaded the partition's state before it could fail.
         if let Some(state) = self.partitions.get_mut(tp) {
             state.next_offset = offset + 1;
             if let Some(open) = &mut state.open {
                 open.last = offset;
             }
-        } else {
-            // First record after assignment was undecodable: nothing buffered, so the
-            // record is handled once it is dead-lettered.
-            self.partitions.insert(
-                tp.clone(),
-                PartitionState {
-                    recorded_cut: None,
-                    forced_last: None,
-                    next_offset: offset + 1,
-                    reported: None,
-                    open: None,
-                    sealed: VecDeque::new(),
-                },
-            );
         }
     }
 
