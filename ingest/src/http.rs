@@ -67,13 +67,12 @@ async fn export_traces(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let encoding = match media_type(&headers) {
-        Some("application/x-protobuf") => Encoding::Protobuf,
-        Some("application/json") => Encoding::Json,
+    let encoding = match media_type(&headers).as_str() {
+        "application/x-protobuf" => Encoding::Protobuf,
+        "application/json" => Encoding::Json,
         other => {
             let err = IngestError::UnsupportedMediaType(format!(
-                "unsupported Content-Type {:?}: use application/x-protobuf or application/json",
-                other.unwrap_or("")
+                "unsupported Content-Type {other:?}: use application/x-protobuf or application/json"
             ));
             return otlp_error(&s.traces, err, Encoding::Json);
         }
@@ -187,28 +186,19 @@ fn count_refusal(stats: &crate::stats::IngestStats, err: &IngestError) {
     }
 }
 
-/// The media type of `Content-Type`, lower-cased, without parameters.
-fn media_type(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-    Some(value.split(';').next().unwrap_or("").trim())
-        .filter(|m| !m.is_empty())
-        .map(|m| {
-            // Header values are compared case-insensitively; the common spellings are lower case.
-            if m.bytes().any(|b| b.is_ascii_uppercase()) {
-                leak_lower(m)
-            } else {
-                m
-            }
-        })
-}
-
-fn leak_lower(m: &str) -> &'static str {
-    match m.to_ascii_lowercase().as_str() {
-        "application/x-protobuf" => "application/x-protobuf",
-        "application/json" => "application/json",
-        "application/x-ndjson" => "application/x-ndjson",
-        _ => "",
-    }
+/// The media type of `Content-Type`, lower-cased (it is case-insensitive), without
+/// parameters; empty when the header is missing or unreadable.
+fn media_type(headers: &HeaderMap) -> String {
+    let value = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// The request body, decompressed when `Content-Encoding: gzip`, within the limits.
@@ -306,13 +296,12 @@ async fn handle_probes(
         .auth
         .authenticate(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes))?;
     let tenant = principal.tenant()?;
-    let framing = match media_type(headers) {
-        Some("application/json") => ProbeFraming::Json,
-        Some("application/x-ndjson") | Some("application/jsonl") => ProbeFraming::Ndjson,
+    let framing = match media_type(headers).as_str() {
+        "application/json" => ProbeFraming::Json,
+        "application/x-ndjson" | "application/jsonl" => ProbeFraming::Ndjson,
         other => {
             return Err(IngestError::UnsupportedMediaType(format!(
-                "unsupported Content-Type {:?}: use application/json or application/x-ndjson",
-                other.unwrap_or("")
+                "unsupported Content-Type {other:?}: use application/json or application/x-ndjson"
             )));
         }
     };
@@ -372,6 +361,17 @@ mod tests {
             .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
             .body(Body::from(body))
             .unwrap()
+    }
+
+    #[test]
+    fn media_type_ignores_case_and_parameters() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(media_type(&headers), "");
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("Application/X-Protobuf; charset=utf-8"),
+        );
+        assert_eq!(media_type(&headers), "application/x-protobuf");
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 //! skipping ahead, so nothing is lost and nothing is committed early.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use mcpulse_bus::{BusError, Consumer, ConsumerEvent, Offset, TopicPartition};
@@ -103,9 +104,7 @@ impl Runtime {
             })? {
                 ConsumerEvent::Records(records) => {
                     for record in &records {
-                        self.stats
-                            .records
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.stats.records.fetch_add(1, Relaxed);
                         let mut backoff = Backoff::new(&self.config);
                         loop {
                             match self.operator.process(record).await {
@@ -186,9 +185,7 @@ impl Runtime {
                 }
             }
         }
-        self.stats
-            .dead_lettered
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats.dead_lettered.fetch_add(1, Relaxed);
         self.operator.skip(&record.topic_partition(), record.offset);
         Ok(())
     }
@@ -207,9 +204,7 @@ impl Runtime {
             match self.operator.flush(partitions, all).await {
                 Ok(offsets) => break offsets,
                 Err(e) if e.is_retryable() => {
-                    self.stats
-                        .flush_errors
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.stats.flush_errors.fetch_add(1, Relaxed);
                     if *shutdown.borrow() && !all {
                         // Shutting down: the final `all` flush retries once more; what
                         // stays unflushed is redelivered after restart.
@@ -226,9 +221,7 @@ impl Runtime {
                 }
             }
         };
-        self.stats
-            .flushes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats.flushes.fetch_add(1, Relaxed);
         if !offsets.is_empty() {
             crate::failpoint::hit("runtime.before_commit");
         }
@@ -248,9 +241,7 @@ impl Runtime {
         debug!(operator = name, ?offsets, "committing");
         match self.consumer.commit(&offsets).await {
             Ok(()) => {
-                self.stats
-                    .commits
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.commits.fetch_add(1, Relaxed);
                 Ok(())
             }
             // The partition moved to another member meanwhile: its new owner replays from

@@ -128,6 +128,31 @@ fn parquet_files(dir: &Path) -> Vec<(String, usize)> {
     out
 }
 
+/// Polls `consumer` until it has read `n` records (failing after 20 s).
+async fn read(consumer: &mut Box<dyn mcpulse_bus::Consumer>, n: usize) -> Vec<mcpulse_bus::Record> {
+    let mut records = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while records.len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read {} of {n} records",
+            records.len()
+        );
+        if let ConsumerEvent::Records(r) = consumer.poll(Duration::from_secs(2)).await.unwrap() {
+            records.extend(r);
+        }
+    }
+    records
+}
+
+/// The file names (without folders) of [`parquet_files`].
+fn file_names(files: &[(String, usize)]) -> Vec<String> {
+    files
+        .iter()
+        .map(|(p, _)| p.rsplit('/').next().unwrap().to_string())
+        .collect()
+}
+
 fn message(value: Bytes, tenant: Option<&str>) -> Message {
     let m = Message::new(Some(Bytes::from_static(b"acme/svc")), value);
     match tenant {
@@ -193,12 +218,7 @@ async fn archives_once_and_dead_letters_garbage() {
 
     // Both bad records are in the DLQ with their origin and reason.
     let mut dlq = bus.consumer("inspect", &[DLQ.to_string()]).await.unwrap();
-    let mut seen = Vec::new();
-    while seen.len() < 2 {
-        if let ConsumerEvent::Records(records) = dlq.poll(Duration::from_secs(2)).await.unwrap() {
-            seen.extend(records);
-        }
-    }
+    let seen = read(&mut dlq, 2).await;
     let offsets: Vec<_> = seen
         .iter()
         .map(|r| r.header(HEADER_DLQ_OFFSET).unwrap().clone())
@@ -238,12 +258,7 @@ async fn replay_after_crash_rewrites_the_same_objects() {
         stats.clone(),
     );
     let mut consumer = bus.consumer("archive", &[SPANS.to_string()]).await.unwrap();
-    let mut records = Vec::new();
-    while records.len() < 6 {
-        if let ConsumerEvent::Records(r) = consumer.poll(Duration::from_secs(2)).await.unwrap() {
-            records.extend(r);
-        }
-    }
+    let records = read(&mut consumer, 6).await;
     for r in &records[..4] {
         first.process(r).await.unwrap();
     }
@@ -271,12 +286,8 @@ async fn replay_after_crash_rewrites_the_same_objects() {
     let offsets = second.flush(None, true).await.unwrap();
     assert_eq!(offsets[0].1, 6);
     let files = parquet_files(dir.path());
-    let names: Vec<_> = files
-        .iter()
-        .map(|(p, _)| p.rsplit('/').next().unwrap().to_string())
-        .collect();
     assert_eq!(
-        names,
+        file_names(&files),
         vec![
             "t.spans.v1-0-00000000000000000000-00000000000000000003.parquet",
             "t.spans.v1-0-00000000000000000004-00000000000000000005.parquet",
@@ -298,12 +309,7 @@ async fn replay_keeps_the_cut_after_a_dead_lettered_first_record() {
     messages.extend((1..4).map(|i| message(request(i * 10, 10), Some("acme"))));
     bus.producer().send(SPANS, messages).await.unwrap();
     let mut consumer = bus.consumer("archive", &[SPANS.to_string()]).await.unwrap();
-    let mut records = Vec::new();
-    while records.len() < 4 {
-        if let ConsumerEvent::Records(r) = consumer.poll(Duration::from_secs(2)).await.unwrap() {
-            records.extend(r);
-        }
-    }
+    let records = read(&mut consumer, 4).await;
     let stats = Arc::new(RuntimeStats::default());
     let run = |config: ArchiveConfig, upto: usize| {
         let mut archiver =
@@ -335,12 +341,8 @@ async fn replay_keeps_the_cut_after_a_dead_lettered_first_record() {
     .await;
     assert_eq!(offsets[0].1, 4);
     let files = parquet_files(dir.path());
-    let names: Vec<_> = files
-        .iter()
-        .map(|(p, _)| p.rsplit('/').next().unwrap().to_string())
-        .collect();
     assert_eq!(
-        names,
+        file_names(&files),
         vec![
             "t.spans.v1-0-00000000000000000001-00000000000000000002.parquet",
             "t.spans.v1-0-00000000000000000003-00000000000000000003.parquet",

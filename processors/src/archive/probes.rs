@@ -35,7 +35,7 @@ impl TableFormat for ProbesFormat {
         let probe: ProbeResult = serde_json::from_slice(value)
             .map_err(|e| OperatorError::Decode(format!("invalid ProbeResult JSON: {e}")))?;
         let time = nanos(probe.started_at)?;
-        out.get_mut(PartitionKey::at(tenant, time))
+        out.get_mut(&PartitionKey::at(tenant, time))
             .append(&probe, time)?;
         Ok(1)
     }

@@ -80,7 +80,7 @@ impl SpansFormat {
                     let start = span.start_time_unix_nano as i64;
                     let hour = start.div_euclid(HOUR_NS);
                     if current.as_ref().map(|(h, _)| *h) != Some(hour) {
-                        current = Some((hour, out.get_mut_ref(&PartitionKey::at(tenant, start))));
+                        current = Some((hour, out.get_mut(&PartitionKey::at(tenant, start))));
                     }
                     let (_, builder) = current.as_mut().expect("set above");
                     builder.append(service, resource_attrs, scope, span, &mut scratch);

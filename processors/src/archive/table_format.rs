@@ -39,13 +39,8 @@ impl<B: BatchBuilder> Default for PartitionedRows<B> {
 }
 
 impl<B: BatchBuilder> PartitionedRows<B> {
-    /// The builder of partition `key`, created on first use.
-    pub fn get_mut(&mut self, key: PartitionKey) -> &mut B {
-        self.groups.entry(key).or_default()
-    }
-
     /// The builder of partition `key`, created on first use (clones the key only then).
-    pub fn get_mut_ref(&mut self, key: &PartitionKey) -> &mut B {
+    pub fn get_mut(&mut self, key: &PartitionKey) -> &mut B {
         if !self.groups.contains_key(key) {
             self.groups.insert(key.clone(), B::default());
         }
