@@ -27,6 +27,10 @@ pub enum BusError {
     /// Stored log data failed its checksum beyond the recoverable tail.
     #[error("corrupt log data: {0}")]
     Corrupt(String),
+    /// The log refused this message for what it is (too large, invalid); sending the same
+    /// message again cannot succeed.
+    #[error("the log refused the message: {0}")]
+    Rejected(String),
     #[error("invalid log configuration: {0}")]
     Config(String),
     #[error("the log is shut down")]

@@ -1,6 +1,6 @@
 //! The log: the `Producer`/`Consumer` abstraction every mcpulse role talks to, and its
 //! backends. The embedded backend ([`embedded`]) is a durable single-node log for running
-//! on one machine with no services; the Kafka backend comes with the Kafka issue.
+//! on one machine with no services; the Kafka backend ([`kafka`]) runs the same contract on a Kafka cluster.
 //!
 //! The bus knows nothing about event types: messages are keys, values and headers.
 //! Delivery is at-least-once: a consumer commits the offset *after* what it produced from
@@ -13,6 +13,7 @@ mod types;
 
 pub mod conformance;
 pub mod embedded;
+pub mod kafka;
 
 pub use error::BusError;
 pub use partitioner::partition_for_key;

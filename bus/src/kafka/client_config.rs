@@ -1,0 +1,69 @@
+//! The librdkafka properties of each kind of client.
+
+use rdkafka::ClientConfig;
+
+use super::KafkaConfig;
+
+/// Properties every client shares: brokers, client id, the user's pass-through options.
+pub(crate) fn common(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", config.bootstrap_servers())
+        .set("client.id", &config.client_id)
+        .set(
+            "socket.connection.setup.timeout.ms",
+            millis(config.request_timeout),
+        );
+    for (key, value) in &config.options {
+        client.set(key, value);
+    }
+    client
+}
+
+/// The producer: idempotent (no duplicates or reordering on retries, acks from all
+/// in-sync replicas), Java-compatible murmur2 partitioning so every client agrees where
+/// a key lives, and a bounded delivery timeout so callers learn of an outage.
+pub(crate) fn producer(config: &KafkaConfig) -> ClientConfig {
+    let mut client = common(config);
+    client
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("message.timeout.ms", millis(config.delivery_timeout))
+        .set("linger.ms", "5")
+        .set("message.max.bytes", config.max_message_bytes.to_string());
+    client
+}
+
+/// A group member: nothing is committed or stored automatically (the runtime commits
+/// what is durable), cooperative rebalancing, reading from the start of new partitions.
+pub(crate) fn consumer(config: &KafkaConfig, group: &str) -> ClientConfig {
+    let mut client = common(config);
+    let session = config.session_timeout.as_millis().max(1);
+    client
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", session.to_string())
+        .set("heartbeat.interval.ms", (session / 3).max(1).to_string())
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "100")
+        .set("queued.max.messages.kbytes", "65536");
+    client
+}
+
+/// A client that only reads a group's committed offsets (it never joins the group).
+pub(crate) fn offsets_reader(config: &KafkaConfig, group: &str) -> ClientConfig {
+    let mut client = common(config);
+    client
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    client
+}
+
+fn millis(d: std::time::Duration) -> String {
+    d.as_millis().max(1).to_string()
+}
