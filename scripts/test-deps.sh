@@ -9,18 +9,28 @@
 #      repo, so CI runs on the same machine reuse it) holding the pinned packages of
 #      tests/python/requirements.txt. It is rebuilt only when that file (or the base
 #      Python) changed: a hash of both is stored inside the venv.
+#   3. The tansu Kafka-protocol broker (crates.io), for the Kafka end-to-end tests, at
+#      ${MCPULSE_TOOLS:-$HOME/.cache/mcpulse/tools}/bin/tansu, built with `cargo install`
+#      (in its own target dir, so it does not disturb the workspace build) only when it
+#      is missing or reports another version than TANSU_VERSION. The first build takes
+#      a while (~15-25 minutes on 2 cores); later runs reuse it.
 #
 # Use either way:
 #   MCPULSE_PYTHON="$(bash scripts/test-deps.sh)"   # stdout is only the venv's python
-#   source scripts/test-deps.sh                      # exports MCPULSE_PYTHON
-# Progress goes to stderr. Env knobs: MCPULSE_VENV (venv dir), MCPULSE_BASE_PYTHON
-# (interpreter to build the venv from; default python3.11, else python3 >= 3.10).
+#   source scripts/test-deps.sh                      # exports MCPULSE_PYTHON, MCPULSE_TANSU
+# The tansu binary's path is not printed: it is always
+# ${MCPULSE_TOOLS:-$HOME/.cache/mcpulse/tools}/bin/tansu (scripts/test.sh exports it as
+# MCPULSE_TANSU). Progress goes to stderr. Env knobs: MCPULSE_VENV (venv dir),
+# MCPULSE_BASE_PYTHON (interpreter to build the venv from; default python3.11, else
+# python3 >= 3.10), MCPULSE_TOOLS (where tansu is installed), MCPULSE_SKIP_TANSU=1 (skip
+# step 3, e.g. for a quick run without the Kafka tests).
 
 # Sourced: run this file as a child process (so its `set -e` and `exit` cannot touch
 # the caller's shell) and export the interpreter path it prints.
 if [[ "${BASH_SOURCE[0]}" != "${0}" ]]; then
     if MCPULSE_PYTHON="$(bash "${BASH_SOURCE[0]}")" && [[ -n "${MCPULSE_PYTHON}" ]]; then
         export MCPULSE_PYTHON
+        export MCPULSE_TANSU="${MCPULSE_TOOLS:-${HOME}/.cache/mcpulse/tools}/bin/tansu"
         return 0
     fi
     echo "test-deps: failed to install the test dependencies" >&2
@@ -30,14 +40,19 @@ fi
 
 set -euo pipefail
 
-# Debian packages the tests need. None today; add names here (the venv step below
-# adds pythonX.Y-venv by itself when the base Python cannot create a venv).
-APT_PACKAGES=()
+# Debian packages the tests need (the venv step below adds pythonX.Y-venv by itself
+# when the base Python cannot create a venv):
+# - the bundled librdkafka build of the `rdkafka` crate (and the tansu build below):
+#   a C/C++ toolchain and make, zlib and OpenSSL headers, pkg-config to find them.
+APT_PACKAGES=(g++ make zlib1g-dev libssl-dev pkg-config)
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REQUIREMENTS="${REPO_ROOT}/tests/python/requirements.txt"
 VENV="${MCPULSE_VENV:-${HOME}/.cache/mcpulse/venv}"
 STAMP="${VENV}/.mcpulse-requirements.sha256"
+TOOLS="${MCPULSE_TOOLS:-${HOME}/.cache/mcpulse/tools}"
+TANSU_VERSION="0.6.0"
+TANSU_FEATURES="dynostore"
 
 log() { echo "test-deps: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -138,11 +153,48 @@ import opentelemetry.sdk.trace
 import opentelemetry.exporter.otlp.proto.grpc.trace_exporter
 import opentelemetry.exporter.otlp.proto.http.trace_exporter
 import opentelemetry.exporter.otlp.json.http.trace_exporter
+import opentelemetry.proto.collector.trace.v1.trace_service_pb2
+import confluent_kafka
 ' >&2
         echo "${WANT}" >"${STAMP}"
         log "venv ready"
     fi
     exec 9>&-
+fi
+
+# ---------------------------------------------------------------------------
+# 3. The tansu broker.
+TANSU="${TOOLS}/bin/tansu"
+
+# Whether ${TANSU} runs and reports TANSU_VERSION (`tansu --version` prints "tansu X.Y.Z").
+tansu_is_current() {
+    [[ -x "${TANSU}" ]] || return 1
+    local reported
+    reported="$("${TANSU}" --version 2>/dev/null)" || return 1
+    [[ "${reported}" == *" ${TANSU_VERSION}" ]]
+}
+
+if [[ "${MCPULSE_SKIP_TANSU:-0}" == 1 ]]; then
+    log "skipping tansu (MCPULSE_SKIP_TANSU=1)"
+elif tansu_is_current; then
+    log "tansu ${TANSU_VERSION} present: ${TANSU}"
+else
+    command -v cargo >/dev/null 2>&1 || die "cargo is needed to install tansu"
+    mkdir -p "${TOOLS}"
+    # Serialize concurrent runs, like the venv.
+    exec 8>"${TOOLS}/tansu.lock"
+    if command -v flock >/dev/null 2>&1; then flock 8; fi
+    if tansu_is_current; then
+        log "tansu ${TANSU_VERSION} present: ${TANSU}"
+    else
+        log "installing tansu ${TANSU_VERSION} into ${TOOLS} (cargo install; takes a while the first time)"
+        CARGO_TARGET_DIR="${MCPULSE_TANSU_TARGET:-${HOME}/.cache/mcpulse/tansu-target}" \
+            cargo install tansu --version "${TANSU_VERSION}" --locked \
+            --features "${TANSU_FEATURES}" --root "${TOOLS}" --force >&2
+        tansu_is_current || die "tansu installed at ${TANSU} but does not report version ${TANSU_VERSION}"
+        log "tansu ready: ${TANSU}"
+    fi
+    exec 8>&-
 fi
 
 # Last (and only) line on stdout: the interpreter the tests should run.

@@ -5,7 +5,8 @@
 #
 # Builds into ${CARGO_TARGET_DIR:-$HOME/.cache/mcpulse/target} (outside the clone, so a
 # reused machine builds incrementally) and makes the Python virtualenv of the real OTLP
-# clients with scripts/test-deps.sh.
+# clients with scripts/test-deps.sh, which also installs the tansu Kafka broker (the
+# Kafka tests find it through MCPULSE_TANSU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,10 @@ echo "== test dependencies" >&2
 MCPULSE_PYTHON="$(bash scripts/test-deps.sh)"
 export MCPULSE_PYTHON
 echo "python: $MCPULSE_PYTHON" >&2
+# Where scripts/test-deps.sh installs the broker (it prints only the python path).
+MCPULSE_TANSU="${MCPULSE_TOOLS:-$HOME/.cache/mcpulse/tools}/bin/tansu"
+export MCPULSE_TANSU
+echo "tansu: $MCPULSE_TANSU" >&2
 
 echo "== formatting" >&2
 cargo fmt --all -- --check

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use mcpulse_bus::embedded::EmbeddedConfig;
+use mcpulse_bus::kafka::KafkaConfig;
 use mcpulse_ingest::IngestConfig;
 use mcpulse_ingest::auth::{AuthConfig, Authenticator};
 use mcpulse_processors::RuntimeConfig;
@@ -69,6 +70,8 @@ pub enum BusConfig {
         #[serde(default)]
         log: EmbeddedTuning,
     },
+    /// A Kafka cluster: one process per role, scaled out by partitions and consumer groups.
+    Kafka(KafkaConfig),
 }
 
 fn default_partitions() -> u32 {
@@ -195,12 +198,17 @@ impl Config {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         Authenticator::new(&self.auth).map_err(ConfigError)?;
-        let BusConfig::Embedded { partitions, .. } = &self.bus;
-        if *partitions == 0 || *partitions > 256 {
-            return Err(ConfigError(
-                "bus.partitions: must be between 1 and 256".into(),
-            ));
+        match &self.bus {
+            BusConfig::Embedded { partitions, .. } => {
+                if *partitions == 0 || *partitions > 256 {
+                    return Err(ConfigError(
+                        "bus.partitions: must be between 1 and 256".into(),
+                    ));
+                }
+            }
+            BusConfig::Kafka(kafka) => kafka.validate().map_err(ConfigError)?,
         }
+        self.archive.validate_tenancy().map_err(ConfigError)?;
         if self.archive.flush_rows == 0 {
             return Err(ConfigError("archive.flush_rows: must be positive".into()));
         }
@@ -238,8 +246,11 @@ impl Config {
         Ok(())
     }
 
-    pub fn embedded_log(&self) -> EmbeddedConfig {
-        let BusConfig::Embedded { partitions, log } = &self.bus;
+    /// Settings of the embedded log, or `None` when `bus.kind` is not `embedded`.
+    pub fn embedded_log(&self) -> Option<EmbeddedConfig> {
+        let BusConfig::Embedded { partitions, log } = &self.bus else {
+            return None;
+        };
         let mut config = EmbeddedConfig {
             dir: self.data_dir.join("log"),
             ..EmbeddedConfig::default()
@@ -254,12 +265,28 @@ impl Config {
         if let Some(v) = log.max_pending_bytes {
             config.max_pending_bytes = v;
         }
-        config
+        Some(config)
     }
 
+    /// Partitions of each topic created on start.
     pub fn partitions(&self) -> u32 {
-        let BusConfig::Embedded { partitions, .. } = &self.bus;
-        *partitions
+        match &self.bus {
+            BusConfig::Embedded { partitions, .. } => *partitions,
+            BusConfig::Kafka(kafka) => kafka.partitions,
+        }
+    }
+
+    /// Replication factor of topics created on start (1 on the embedded log).
+    pub fn replication(&self) -> u16 {
+        match &self.bus {
+            BusConfig::Embedded { .. } => 1,
+            BusConfig::Kafka(kafka) => kafka.replication,
+        }
+    }
+
+    /// Whether the log is the embedded one (a single process owns it).
+    pub fn is_embedded(&self) -> bool {
+        matches!(self.bus, BusConfig::Embedded { .. })
     }
 }
 
@@ -371,6 +398,122 @@ mod tests {
         .unwrap_err()
         .0;
         assert!(err.starts_with("archive.url"), "{err}");
+    }
+
+    #[test]
+    fn parses_a_kafka_bus() {
+        let env = |name: &str| match name {
+            "KAFKA_PASSWORD" => Some("kafka-pa55word".to_string()),
+            _ => None,
+        };
+        let c = Config::parse(
+            "auth:\n  anonymous_tenant: demo\nbus:\n  kind: kafka\n  brokers: [\"k1:9092\", \"k2:9092\"]\n  partitions: 12\n  replication: 3\n  delivery_timeout: 5s\n  session_timeout: 30s\n  options:\n    security.protocol: SASL_SSL\n    sasl.mechanism: PLAIN\n    sasl.password: \"${KAFKA_PASSWORD}\"\n",
+            env,
+        )
+        .unwrap();
+        let BusConfig::Kafka(kafka) = &c.bus else {
+            panic!("not kafka: {:?}", c.bus);
+        };
+        assert_eq!(kafka.brokers, vec!["k1:9092", "k2:9092"]);
+        assert_eq!(kafka.bootstrap_servers(), "k1:9092,k2:9092");
+        assert_eq!(kafka.replication, 3);
+        assert_eq!(kafka.delivery_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(kafka.session_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(kafka.request_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(kafka.options["sasl.password"], "kafka-pa55word");
+        assert_eq!(c.partitions(), 12);
+        assert_eq!(c.replication(), 3);
+        assert!(!c.is_embedded());
+        assert!(c.embedded_log().is_none());
+        // The whole configuration's Debug (e.g. in a log line) hides the password.
+        assert!(!format!("{c:?}").contains("kafka-pa55word"));
+
+        // The defaults: one broker list is all that is needed.
+        let c = Config::parse(
+            "auth:\n  anonymous_tenant: demo\nbus:\n  kind: kafka\n  brokers: [\"k:9092\"]\n",
+            env,
+        )
+        .unwrap();
+        assert_eq!((c.partitions(), c.replication()), (4, 1));
+    }
+
+    #[test]
+    fn kafka_bus_errors_name_the_field_and_hide_secrets() {
+        let env = |name: &str| match name {
+            "KAFKA_PASSWORD" => Some("kafka-pa55word".to_string()),
+            _ => None,
+        };
+        let parse = |bus: &str| {
+            Config::parse(
+                &format!("auth:\n  anonymous_tenant: demo\nbus:\n  kind: kafka\n{bus}"),
+                env,
+            )
+            .unwrap_err()
+            .0
+        };
+        // A property mcpulse sets itself.
+        let err = parse("  brokers: [\"k:9092\"]\n  options:\n    enable.auto.commit: \"true\"\n");
+        assert!(err.starts_with("bus.options.enable.auto.commit:"), "{err}");
+        let err = parse("  brokers: []\n");
+        assert!(err.starts_with("bus.brokers"), "{err}");
+        let err = parse("  brokers: [\"k:9092\"]\n  partitions: 0\n");
+        assert!(err.starts_with("bus.partitions"), "{err}");
+        // Embedded-only fields are unknown to the Kafka backend, and vice versa.
+        let err = parse("  brokers: [\"k:9092\"]\n  log:\n    retention: 1h\n");
+        assert!(err.contains("unknown field `log`"), "{err}");
+        let err = Config::parse(
+            "auth:\n  anonymous_tenant: demo\nbus:\n  kind: embedded\n  brokers: [\"k:9092\"]\n",
+            env,
+        )
+        .unwrap_err()
+        .0;
+        assert!(err.contains("unknown field `brokers`"), "{err}");
+        let err = parse("  brokers: [\"k:9092\"]\n  kind2: x\n");
+        assert!(err.contains("kind2"), "{err}");
+        // A secret from the environment in the wrong place never shows in the error.
+        let err = parse("  brokers: [\"k:9092\"]\n  session_timeout: \"${KAFKA_PASSWORD}\"\n");
+        assert!(err.contains("bus"), "{err}");
+        assert!(!err.contains("kafka-pa55word"), "{err}");
+        let err = parse(
+            "  brokers: [\"k:9092\"]\n  options:\n    sasl.password: \"${KAFKA_PASSWORD}\"\n    group.id: \"${KAFKA_PASSWORD}\"\n",
+        );
+        assert!(err.starts_with("bus.options.group.id"), "{err}");
+        assert!(!err.contains("kafka-pa55word"), "{err}");
+        let err = Config::parse(
+            "auth:\n  anonymous_tenant: demo\nbus:\n  kind: rabbitmq\n",
+            env,
+        )
+        .unwrap_err()
+        .0;
+        assert!(err.contains("rabbitmq") && err.contains("kafka"), "{err}");
+    }
+
+    #[test]
+    fn archive_tenancy() {
+        let c = Config::parse("auth:\n  anonymous_tenant: demo\n", env).unwrap();
+        assert_eq!(c.archive.tenant_header, "mcpulse-tenant");
+        assert_eq!(c.archive.default_tenant, None);
+        let c = Config::parse(
+            "auth:\n  anonymous_tenant: demo\narchive:\n  tenant_header: x-tenant\n  default_tenant: collector\n",
+            env,
+        )
+        .unwrap();
+        assert_eq!(c.archive.tenant_header, "x-tenant");
+        assert_eq!(c.archive.default_tenant.as_deref(), Some("collector"));
+        let err = Config::parse(
+            "auth:\n  anonymous_tenant: demo\narchive:\n  default_tenant: \"../x\"\n",
+            env,
+        )
+        .unwrap_err()
+        .0;
+        assert!(err.starts_with("archive.default_tenant"), "{err}");
+        let err = Config::parse(
+            "auth:\n  anonymous_tenant: demo\narchive:\n  tenant_header: \"\"\n",
+            env,
+        )
+        .unwrap_err()
+        .0;
+        assert!(err.starts_with("archive.tenant_header"), "{err}");
     }
 
     #[test]

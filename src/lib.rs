@@ -5,7 +5,7 @@ pub mod alloc;
 pub mod api;
 pub mod archive_store;
 pub mod config;
-pub mod run;
+pub mod roles;
 pub mod telemetry;
 
 pub use config::Config;

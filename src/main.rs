@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use mcpulse::Config;
 use mcpulse::archive_store::ArchiveLocation;
+use mcpulse::roles;
+use mcpulse::roles::status::StatusFormat;
 use mcpulse_queries::{OutputFormat, QueryEngine, Scope};
 
 #[global_allocator]
@@ -28,9 +30,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every role in one process on the embedded log: OTLP ingest, probe API,
-    /// archiver and SQL endpoint.
+    /// Run every role in one process: OTLP ingest, probe API, archivers and SQL endpoint
+    /// (on the embedded log, or on Kafka).
     Run,
+    /// Run the ingest role (Kafka only): OTLP/gRPC, OTLP/HTTP, the probe API, health and
+    /// metrics.
+    Ingest,
+    /// Run the processors (Kafka only): the span and probe archivers, as members of their
+    /// consumer groups; health and metrics on the API port.
+    Process,
+    /// Run the SQL API (Kafka deployments): `POST /api/v1/query`, health and metrics.
+    Serve,
+    /// The log.
+    Bus {
+        #[command(subcommand)]
+        command: BusCommand,
+    },
     /// Run SQL over the archive and print the result.
     Query {
         /// The SQL statement (read-only).
@@ -58,6 +73,24 @@ enum ConfigCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum BusCommand {
+    /// End offset, committed offset and lag per partition of consumer groups (default:
+    /// the two archiver groups), with a total per group.
+    Status {
+        /// A consumer group to report (repeatable).
+        #[arg(long = "group", short = 'g', value_name = "GROUP")]
+        groups: Vec<String>,
+        /// Topics to report the groups on (repeatable; default: the archiver group's
+        /// topic, or every mcpulse topic for other groups).
+        #[arg(long = "topic", value_name = "TOPIC")]
+        topics: Vec<String>,
+        /// Output: table or json.
+        #[arg(long, short, value_enum, default_value_t = StatusFormat::Table)]
+        format: StatusFormat,
+    },
+}
+
 fn main() -> ExitCode {
     mcpulse::alloc::tune();
     let cli = Cli::parse();
@@ -65,9 +98,23 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => check(file.or(cli.config)),
-        Command::Run => {
-            load(cli.config.as_deref()).and_then(|config| runtime()?.block_on(serve(config)))
-        }
+        Command::Run => load(cli.config.as_deref())
+            .and_then(|config| runtime()?.block_on(role(config, Role::Run))),
+        Command::Ingest => load(cli.config.as_deref())
+            .and_then(|config| runtime()?.block_on(role(config, Role::Ingest))),
+        Command::Process => load(cli.config.as_deref())
+            .and_then(|config| runtime()?.block_on(role(config, Role::Process))),
+        Command::Serve => load(cli.config.as_deref())
+            .and_then(|config| runtime()?.block_on(role(config, Role::Serve))),
+        Command::Bus {
+            command:
+                BusCommand::Status {
+                    groups,
+                    topics,
+                    format,
+                },
+        } => load(cli.config.as_deref())
+            .and_then(|config| runtime()?.block_on(bus_status(config, &groups, &topics, format))),
         Command::Query {
             sql,
             format,
@@ -104,10 +151,11 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
     let path = path.unwrap_or_else(|| PathBuf::from("mcpulse.yaml"));
     let config = Config::load(&path)?;
     println!(
-        "{}: ok ({} tenant(s), {} operator(s), data_dir {}, OTLP gRPC {}, OTLP HTTP {}, API {})",
+        "{}: ok ({} tenant(s), {} operator(s), {}, data_dir {}, OTLP gRPC {}, OTLP HTTP {}, API {})",
         path.display(),
         config.auth.tenants.len(),
         config.auth.operators.len(),
+        roles::describe_bus(&config),
         config.data_dir.display(),
         config.listen.otlp_grpc,
         config.listen.otlp_http,
@@ -116,18 +164,44 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    mcpulse::telemetry::init(&config.log);
-    mcpulse::run::run(config, shutdown_signal()).await
+enum Role {
+    Run,
+    Ingest,
+    Process,
+    Serve,
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+async fn role(config: Config, role: Role) -> anyhow::Result<()> {
+    let name = match role {
+        Role::Run => "run",
+        Role::Ingest => "ingest",
+        Role::Process => "process",
+        Role::Serve => "serve",
+    };
+    if !matches!(role, Role::Run) {
+        // Before anything is opened or logged.
+        roles::require_shared_log(&config, name)?;
     }
+    mcpulse::telemetry::init(&config.log);
+    let shutdown = roles::shutdown_signal();
+    match role {
+        Role::Run => roles::all::run(config, shutdown).await,
+        Role::Ingest => roles::ingest::run(config, shutdown).await,
+        Role::Process => roles::process::run(config, shutdown).await,
+        Role::Serve => roles::serve::run(config, shutdown).await,
+    }
+}
+
+async fn bus_status(
+    config: Config,
+    groups: &[String],
+    topics: &[String],
+    format: StatusFormat,
+) -> anyhow::Result<()> {
+    let statuses = roles::status::read(&config, groups, topics).await?;
+    use std::io::Write;
+    std::io::stdout().write_all(roles::status::render(&statuses, format).as_bytes())?;
+    Ok(())
 }
 
 async fn query(

@@ -1,16 +1,14 @@
 //! The bus conformance suite against the Kafka backend, on librdkafka's in-process mock
 //! cluster (consumer groups, commits, the idempotent producer; no broker to install).
 
-mod common;
-
-use common::Mock;
 use mcpulse_bus::conformance;
+use mcpulse_bus::kafka::mock::MockKafka;
 
 macro_rules! check {
     ($name:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
-            let mock = Mock::new(3);
+            let mock = MockKafka::new(3);
             conformance::$name(|| {
                 let mock = mock.clone();
                 async move { mock.bus().await }

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use mcpulse_schemas::topics::TENANT_ID_RULE;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -68,13 +69,7 @@ pub struct OperatorConfig {
     pub tokens: Vec<String>,
 }
 
-/// Whether `id` is a valid tenant id.
-pub fn valid_tenant_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
+pub use mcpulse_schemas::topics::valid_tenant_id;
 
 /// Resolves `Authorization` headers to principals.
 #[derive(Clone, Debug, Default)]
@@ -99,7 +94,7 @@ impl Authenticator {
         for (i, tenant) in config.tenants.iter().enumerate() {
             if !valid_tenant_id(&tenant.id) {
                 return Err(format!(
-                    "auth.tenants[{i}].id: {:?} must be 1-64 characters of A-Z a-z 0-9 _ -",
+                    "auth.tenants[{i}].id: {:?} {TENANT_ID_RULE}",
                     tenant.id
                 ));
             }
@@ -122,9 +117,7 @@ impl Authenticator {
         }
         let anonymous = match &config.anonymous_tenant {
             Some(t) if !valid_tenant_id(t) => {
-                return Err(format!(
-                    "auth.anonymous_tenant: {t:?} must be 1-64 characters of A-Z a-z 0-9 _ -"
-                ));
+                return Err(format!("auth.anonymous_tenant: {t:?} {TENANT_ID_RULE}"));
             }
             Some(t) => Some(Principal::Tenant(t.clone())),
             None => None,

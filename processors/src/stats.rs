@@ -12,6 +12,17 @@ pub struct RuntimeStats {
     pub flushes: AtomicU64,
     pub flush_errors: AtomicU64,
     pub commits: AtomicU64,
+    /// Commits that failed retryably (retried later).
+    pub commit_errors: AtomicU64,
+    /// Records whose processing or dead-letter write failed retryably (retried).
+    pub process_errors: AtomicU64,
+    /// Times consumption was paused because the next stage failed.
+    pub stalls: AtomicU64,
+    /// Partitions paused right now (a gauge).
+    pub paused_partitions: AtomicU64,
+    /// Partitions given up (revoked, or at shutdown) with buffered output that could not
+    /// be made durable: their next owner replays it from the last commit.
+    pub released_uncommitted: AtomicU64,
     pub rows_written: AtomicU64,
     pub files_written: AtomicU64,
     pub bytes_written: AtomicU64,
@@ -56,6 +67,36 @@ impl MetricsSource for NamedStats {
             "Offset commits.",
             &l,
             s.commits.load(Relaxed),
+        );
+        out.counter(
+            "mcpulse_processor_commit_errors_total",
+            "Offset commits that failed and were retried later.",
+            &l,
+            s.commit_errors.load(Relaxed),
+        );
+        out.counter(
+            "mcpulse_processor_process_errors_total",
+            "Records whose processing or dead-letter write failed and was retried.",
+            &l,
+            s.process_errors.load(Relaxed),
+        );
+        out.counter(
+            "mcpulse_processor_stalls_total",
+            "Times consumption was paused because the next stage was failing.",
+            &l,
+            s.stalls.load(Relaxed),
+        );
+        out.gauge(
+            "mcpulse_processor_paused_partitions",
+            "Partitions whose consumption is paused while the next stage is failing.",
+            &l,
+            s.paused_partitions.load(Relaxed) as f64,
+        );
+        out.counter(
+            "mcpulse_processor_released_uncommitted_total",
+            "Partitions released (revoked or at shutdown) with output that could not be made durable; their next owner replays it.",
+            &l,
+            s.released_uncommitted.load(Relaxed),
         );
         out.counter(
             "mcpulse_archive_rows_total",

@@ -183,7 +183,7 @@ async fn archives_once_and_dead_letters_garbage() {
         flush_interval: Duration::from_millis(50),
         ..ArchiveConfig::default()
     };
-    let archiver = Archiver::new(SpansFormat, target(dir.path()), config, None, stats.clone());
+    let archiver = Archiver::new(SpansFormat, target(dir.path()), config, stats.clone());
     let consumer = bus.consumer("archive", &[SPANS.to_string()]).await.unwrap();
     let runtime = Runtime::new(
         consumer,
@@ -254,7 +254,6 @@ async fn replay_after_crash_rewrites_the_same_objects() {
         SpansFormat,
         target(dir.path()),
         ArchiveConfig::default(),
-        None,
         stats.clone(),
     );
     let mut consumer = bus.consumer("archive", &[SPANS.to_string()]).await.unwrap();
@@ -279,7 +278,7 @@ async fn replay_after_crash_rewrites_the_same_objects() {
         flush_rows: 30,
         ..ArchiveConfig::default()
     };
-    let mut second = Archiver::new(SpansFormat, target(dir.path()), config, None, stats);
+    let mut second = Archiver::new(SpansFormat, target(dir.path()), config, stats);
     for r in &records {
         second.process(r).await.unwrap();
     }
@@ -312,8 +311,7 @@ async fn replay_keeps_the_cut_after_a_dead_lettered_first_record() {
     let records = read(&mut consumer, 4).await;
     let stats = Arc::new(RuntimeStats::default());
     let run = |config: ArchiveConfig, upto: usize| {
-        let mut archiver =
-            Archiver::new(SpansFormat, target(dir.path()), config, None, stats.clone());
+        let mut archiver = Archiver::new(SpansFormat, target(dir.path()), config, stats.clone());
         let records = records[..upto].to_vec();
         async move {
             for r in &records {
@@ -349,4 +347,136 @@ async fn replay_keeps_the_cut_after_a_dead_lettered_first_record() {
         ]
     );
     assert_eq!(files.iter().map(|(_, n)| n).sum::<usize>(), 30, "{files:?}");
+}
+
+/// Runs an archiver with `config` over `messages` until every record is archived or
+/// dead-lettered; returns the Parquet files and the dead-letter reasons.
+async fn archive_all(
+    config: ArchiveConfig,
+    messages: Vec<Message>,
+) -> (Vec<(String, usize)>, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = open_bus(dir.path()).await;
+    let n = messages.len() as u64;
+    bus.producer().send(SPANS, messages).await.unwrap();
+    let stats = Arc::new(RuntimeStats::default());
+    let config = ArchiveConfig {
+        flush_interval: Duration::from_millis(50),
+        ..config
+    };
+    let archiver = Archiver::new(SpansFormat, target(dir.path()), config, stats.clone());
+    let consumer = bus.consumer("archive", &[SPANS.to_string()]).await.unwrap();
+    let runtime = Runtime::new(
+        consumer,
+        Box::new(archiver),
+        DeadLetters::new(bus.producer(), DLQ.into()),
+        RuntimeConfig::default(),
+        stats.clone(),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(runtime.run(stopped));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = bus.status("archive", &[SPANS.to_string()]).await.unwrap();
+        if status.partitions[0].committed == Some(n) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "archiver did not commit {n} records: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    let dead = stats.dead_lettered.load(Relaxed) as usize;
+    let reasons = if dead == 0 {
+        Vec::new()
+    } else {
+        let mut dlq = bus.consumer("inspect", &[DLQ.to_string()]).await.unwrap();
+        read(&mut dlq, dead)
+            .await
+            .iter()
+            .map(|r| String::from_utf8(r.header(HEADER_DLQ_ERROR).unwrap().to_vec()).unwrap())
+            .collect()
+    };
+    (parquet_files(dir.path()), reasons)
+}
+
+/// Rows per tenant folder of `files`.
+fn rows_per_tenant(files: &[(String, usize)]) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for (path, rows) in files {
+        let tenant = path
+            .split('/')
+            .find_map(|p| p.strip_prefix("tenant="))
+            .unwrap()
+            .to_string();
+        *out.entry(tenant).or_default() += rows;
+    }
+    out
+}
+
+/// Records written by an outside producer (an OTel Collector's Kafka exporter) carry no
+/// tenant header: they land under `archive.default_tenant`; an invalid header value is
+/// still dead-lettered, never used as a folder name.
+#[tokio::test]
+async fn records_without_the_header_get_the_default_tenant() {
+    let config = ArchiveConfig {
+        default_tenant: Some("collector".into()),
+        ..ArchiveConfig::default()
+    };
+    let (files, reasons) = archive_all(
+        config,
+        vec![
+            message(request(0, 10), None),
+            message(request(10, 5), Some("acme")),
+            message(request(15, 3), Some("../escape")),
+        ],
+    )
+    .await;
+    assert_eq!(
+        rows_per_tenant(&files),
+        [("acme".to_string(), 5), ("collector".to_string(), 10)].into(),
+        "{files:?}"
+    );
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].contains("mcpulse-tenant header is not a valid tenant id"),
+        "{reasons:?}"
+    );
+}
+
+/// With `archive.tenant_header` set, the tenant comes from that header (and the default
+/// one is no longer consulted).
+#[tokio::test]
+async fn a_custom_tenant_header_names_the_tenant() {
+    let config = ArchiveConfig {
+        tenant_header: "x-tenant".into(),
+        ..ArchiveConfig::default()
+    };
+    let custom = |value: Bytes, tenant: &str| {
+        Message::new(Some(Bytes::from_static(b"k")), value)
+            .with_header("x-tenant", Bytes::copy_from_slice(tenant.as_bytes()))
+    };
+    let (files, reasons) = archive_all(
+        config,
+        vec![
+            custom(request(0, 4), "globex"),
+            custom(request(4, 2), "initech"),
+            // Only the standard header: no tenant under this configuration.
+            message(request(6, 7), Some("acme")),
+        ],
+    )
+    .await;
+    assert_eq!(
+        rows_per_tenant(&files),
+        [("globex".to_string(), 4), ("initech".to_string(), 2)].into(),
+        "{files:?}"
+    );
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].contains("missing x-tenant header"),
+        "{reasons:?}"
+    );
 }

@@ -4,6 +4,19 @@ use serde::Deserialize;
 
 /// Header carrying the tenant a message belongs to (set at the edge from the credential).
 pub const HEADER_TENANT: &str = "mcpulse-tenant";
+/// Whether `id` is a valid tenant id: 1-64 characters of `A-Z a-z 0-9 _ -`. Tenant ids
+/// name archive folders (`tenant={id}`), so the same rule holds for configured tenants
+/// and for the tenant header of a message read from the log.
+pub fn valid_tenant_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// What a valid tenant id looks like, for error messages.
+pub const TENANT_ID_RULE: &str = "must be 1-64 characters of A-Z a-z 0-9 _ -";
+
 /// Header carrying the content type of a message value (`application/x-protobuf`, `application/json`).
 pub const HEADER_CONTENT_TYPE: &str = "content-type";
 /// Dead-letter headers: where the message came from and why it was dead-lettered.
@@ -64,4 +77,18 @@ impl Topics {
 /// The partitioning key `tenant/name` used by `spans.v1` and `probes.v1`.
 pub fn tenant_key(tenant: &str, name: &str) -> String {
     format!("{tenant}/{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids() {
+        assert!(valid_tenant_id("acme_01-x"));
+        assert!(valid_tenant_id(&"a".repeat(64)));
+        for bad in ["", "a/b", "..", "a b", "é", &"a".repeat(65)] {
+            assert!(!valid_tenant_id(bad), "{bad:?}");
+        }
+    }
 }

@@ -139,10 +139,10 @@ async fn full_path(
     if let Some(mb) = flush_mb {
         config.archive.flush_bytes = mb << 20;
     }
-    let bus = mcpulse::run::open_bus(&config).await?;
+    let bus = mcpulse::roles::open_bus(&config).await?;
     let archive = ArchiveLocation::open(&config)?;
     let stats = Arc::new(RuntimeStats::default());
-    let runtime = mcpulse::run::archiver_runtime(
+    let runtime = mcpulse::roles::archiver_runtime(
         &config,
         &bus,
         &archive,

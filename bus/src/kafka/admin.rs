@@ -163,10 +163,11 @@ impl Admin {
             .committed_offsets(tpl, timeout)
             .map_err(|e| bus_error(&format!("committed offsets of group {group}"), &e))?;
         for status in &mut partitions {
-            if let Some(elem) = committed.find_partition(&status.topic, status.partition as i32) {
-                if let KafkaOffset::Offset(o) = elem.offset() {
-                    status.committed = Some(o.max(0) as u64);
-                }
+            if let Some(KafkaOffset::Offset(o)) = committed
+                .find_partition(&status.topic, status.partition as i32)
+                .map(|elem| elem.offset())
+            {
+                status.committed = Some(o.max(0) as u64);
             }
         }
         Ok(GroupStatus {

@@ -43,7 +43,7 @@ pub struct KafkaConfig {
     /// `sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.location`, ... Values
     /// may be `${ENV}` references. Properties mcpulse sets itself ([`RESERVED_OPTIONS`])
     /// are refused.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "scalar_map")]
     pub options: BTreeMap<String, String>,
     /// Longest a produce waits for its delivery report; past it the message fails and
     /// ingest answers its client with a retryable error (default 10s).
@@ -57,6 +57,35 @@ pub struct KafkaConfig {
     /// crash) its partitions move to the others (default 10s).
     #[serde(default = "default_session_timeout", with = "humantime_serde")]
     pub session_timeout: Duration,
+}
+
+/// librdkafka takes every property as a string; YAML numbers and booleans are accepted
+/// and written the way librdkafka reads them.
+fn scalar_map<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Bool(bool),
+        Int(i64),
+        Float(f64),
+        Text(String),
+    }
+    let raw = BTreeMap::<String, Scalar>::deserialize(deserializer)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Scalar::Bool(b) => b.to_string(),
+                Scalar::Int(i) => i.to_string(),
+                Scalar::Float(f) => f.to_string(),
+                Scalar::Text(s) => s,
+            };
+            (k, v)
+        })
+        .collect())
 }
 
 fn default_client_id() -> String {

@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use rdkafka::{ClientContext, Offset as KafkaOffset, TopicPartitionList};
 use tokio::sync::oneshot;
@@ -34,6 +35,9 @@ use crate::{BusError, Consumer, ConsumerEvent, Header, Offset, Record, TopicPart
 const MAX_BATCH_RECORDS: usize = 1024;
 /// Most payload bytes one `poll` returns (a batch always holds at least one record).
 const MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// How many times a commit refused with REBALANCE_IN_PROGRESS is retried (100 ms apart).
+const COMMIT_REBALANCE_RETRIES: u32 = 20;
 
 type Reply<T> = oneshot::Sender<Result<T, BusError>>;
 
@@ -323,9 +327,22 @@ fn commit(
         )
         .map_err(|e| bus_error("commit", &e))?;
     }
-    consumer
-        .commit(&tpl, CommitMode::Sync)
-        .map_err(|e| commit_error(&e, first))
+    // A commit that meets the group between the join and sync of a rebalance is refused
+    // with REBALANCE_IN_PROGRESS; that window closes without this member, so retry briefly.
+    let mut attempts = 0;
+    loop {
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Err(e)
+                if attempts < COMMIT_REBALANCE_RETRIES
+                    && e.rdkafka_error_code() == Some(RDKafkaErrorCode::RebalanceInProgress) =>
+            {
+                attempts += 1;
+                debug!(attempts, "commit met a rebalance in progress, retrying");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            result => return result.map_err(|e| commit_error(&e, first)),
+        }
+    }
 }
 
 fn to_record(message: &BorrowedMessage<'_>) -> Record {

@@ -16,6 +16,7 @@ mod config;
 mod consumer;
 mod context;
 mod errors;
+pub mod mock;
 mod producer;
 
 pub use config::{KafkaConfig, RESERVED_OPTIONS, is_secret_option};

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use mcpulse_schemas::topics::{HEADER_TENANT, TENANT_ID_RULE, valid_tenant_id};
 use serde::Deserialize;
 
 /// How the archiver batches and writes Parquet.
@@ -23,6 +24,34 @@ pub struct ArchiveConfig {
     pub row_group_rows: usize,
     /// zstd compression level (1 fastest … 22 smallest).
     pub zstd_level: i32,
+    /// Message header naming a record's tenant (default `mcpulse-tenant`, which ingest
+    /// sets from the credential). Change it when outside producers put the tenant in
+    /// another header.
+    pub tenant_header: String,
+    /// Tenant of records without the tenant header, e.g. spans an OpenTelemetry
+    /// Collector's Kafka exporter writes straight to the spans topic. Without it such
+    /// records are dead-lettered.
+    pub default_tenant: Option<String>,
+}
+
+impl ArchiveConfig {
+    /// Checks the tenant settings; the error names the field.
+    pub fn validate_tenancy(&self) -> Result<(), String> {
+        let header = &self.tenant_header;
+        if header.is_empty() || header.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(format!(
+                "archive.tenant_header: {header:?} must be a non-empty header name without spaces"
+            ));
+        }
+        if let Some(tenant) = &self.default_tenant
+            && !valid_tenant_id(tenant)
+        {
+            return Err(format!(
+                "archive.default_tenant: {tenant:?} {TENANT_ID_RULE}"
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ArchiveConfig {
@@ -34,6 +63,8 @@ impl Default for ArchiveConfig {
             flush_bytes: 16 << 20,
             row_group_rows: 131_072,
             zstd_level: 1,
+            tenant_header: HEADER_TENANT.to_string(),
+            default_tenant: None,
         }
     }
 }

@@ -27,7 +27,7 @@ use std::time::Instant;
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
 use mcpulse_bus::{Offset, Record, TopicPartition};
-use mcpulse_schemas::topics::HEADER_TENANT;
+use mcpulse_schemas::topics::valid_tenant_id;
 use tracing::debug;
 
 pub use config::ArchiveConfig;
@@ -50,10 +50,10 @@ pub struct Archiver<F: TableFormat> {
     encoder: ParquetEncoder,
     target: ArchiveTarget,
     manifests: Manifests,
+    /// Batching, and where a record's tenant comes from: the `tenant_header` header, else
+    /// `default_tenant` (records from outside producers, e.g. an OTel Collector), else
+    /// the record is dead-lettered.
     config: ArchiveConfig,
-    /// Tenant of records without a tenant header (e.g. written by an OTel Collector);
-    /// such records are dead-lettered when this is `None`.
-    default_tenant: Option<String>,
     partitions: HashMap<TopicPartition, PartitionState<F::Builder>>,
     stats: Arc<RuntimeStats>,
 }
@@ -88,7 +88,6 @@ impl<F: TableFormat> Archiver<F> {
         format: F,
         target: ArchiveTarget,
         config: ArchiveConfig,
-        default_tenant: Option<String>,
         stats: Arc<RuntimeStats>,
     ) -> Self {
         let encoder = ParquetEncoder::new(format.table(), config.clone());
@@ -99,7 +98,6 @@ impl<F: TableFormat> Archiver<F> {
             target,
             manifests,
             config,
-            default_tenant,
             partitions: HashMap::new(),
             stats,
         }
@@ -125,16 +123,17 @@ impl<F: TableFormat> Archiver<F> {
     }
 
     fn tenant<'a>(&'a self, record: &'a Record) -> Result<&'a str, OperatorError> {
-        match record.header(HEADER_TENANT) {
+        let header = self.config.tenant_header.as_str();
+        match record.header(header) {
             Some(value) => std::str::from_utf8(value)
                 .ok()
-                .filter(|t| !t.is_empty())
+                .filter(|t| valid_tenant_id(t))
                 .ok_or_else(|| {
-                    OperatorError::Decode(format!("{HEADER_TENANT} header is not a tenant id"))
+                    OperatorError::Decode(format!("{header} header is not a valid tenant id"))
                 }),
-            None => self.default_tenant.as_deref().ok_or_else(|| {
+            None => self.config.default_tenant.as_deref().ok_or_else(|| {
                 OperatorError::Decode(format!(
-                    "missing {HEADER_TENANT} header and no default tenant"
+                    "missing {header} header and no archive.default_tenant"
                 ))
             }),
         }

@@ -1,31 +1,35 @@
-//! librdkafka's in-process mock cluster, shared by the Kafka tests.
-#![allow(dead_code)]
+//! librdkafka's in-process mock cluster as a [`Bus`], for tests: consumer groups,
+//! commits, the idempotent producer, and fault injection (broker down, request errors,
+//! leader changes) without a broker to install.
 
 use std::sync::Arc;
 
+use super::{KafkaBus, KafkaConfig};
+use crate::{Bus, BusError, Consumer, DynBus, GroupStatus, Producer, TopicSpec};
 use async_trait::async_trait;
-use mcpulse_bus::kafka::{KafkaBus, KafkaConfig};
-use mcpulse_bus::{Bus, BusError, Consumer, DynBus, GroupStatus, Producer, TopicSpec};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
 /// A mock cluster that can be shared across tasks.
-pub struct Mock(MockCluster<'static, DefaultProducerContext>);
+pub struct MockKafka(MockCluster<'static, DefaultProducerContext>);
 
 // SAFETY: every mock-cluster call posts an op to the cluster's own thread and waits for
 // its answer (`rd_kafka_op_req` on `mcluster->ops`); librdkafka makes them thread-safe.
-unsafe impl Send for Mock {}
-unsafe impl Sync for Mock {}
+unsafe impl Send for MockKafka {}
+unsafe impl Sync for MockKafka {}
 
-impl Mock {
+impl MockKafka {
+    /// Starts a mock cluster of `brokers` brokers (it stops when dropped).
     pub fn new(brokers: i32) -> Arc<Self> {
-        Arc::new(Mock(MockCluster::new(brokers).expect("mock cluster")))
+        Arc::new(MockKafka(MockCluster::new(brokers).expect("mock cluster")))
     }
 
     pub fn cluster(&self) -> &MockCluster<'static, DefaultProducerContext> {
         &self.0
     }
 
+    /// A client configuration for the cluster (short session timeout for quick
+    /// rebalances).
     pub fn config(&self) -> KafkaConfig {
         let mut config = KafkaConfig::new(self.0.bootstrap_servers());
         config.session_timeout = std::time::Duration::from_secs(6);
@@ -50,7 +54,7 @@ impl Mock {
 /// then validated by the backend's own `ensure_topics`.
 struct MockTopics {
     inner: Arc<KafkaBus>,
-    mock: Arc<Mock>,
+    mock: Arc<MockKafka>,
 }
 
 #[async_trait]

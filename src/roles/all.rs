@@ -1,0 +1,74 @@
+//! `mcpulse run`: every role in one process, on the embedded log (the default) or Kafka.
+//!
+//! Start-up order: listeners bound → log → archive → processors → servers; once every
+//! server runs, `{data_dir}/ready.json` names the bound addresses and `/readyz` turns
+//! ready. On SIGTERM/SIGINT: stop accepting requests (in-flight ones finish and are
+//! acknowledged only once durable), then drain the processors (flush, commit), then close
+//! the log.
+
+use std::sync::Arc;
+
+use mcpulse_schemas::metrics::MetricsSource;
+
+use super::ingest::Edges;
+use super::lag::{LagMetrics, watch_lag};
+use super::process::start_archivers;
+use super::serve::query_router;
+use super::{
+    BoundAddrs, RoleInfo, Supervisor, archiver_groups, authenticator, bind, describe_bus, open_bus,
+};
+use crate::Config;
+use crate::api::{Health, health_router};
+use crate::archive_store::ArchiveLocation;
+
+/// Runs every role until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut roles = Supervisor::new("run", &config)?;
+    let auth = authenticator(&config)?;
+    let grpc_listener = bind(config.listen.otlp_grpc, "listen.otlp_grpc").await?;
+    let http_listener = bind(config.listen.otlp_http, "listen.otlp_http").await?;
+    let api_listener = bind(config.listen.api, "listen.api").await?;
+    let addrs = BoundAddrs {
+        role: "run",
+        otlp_grpc: Some(grpc_listener.local_addr()?),
+        otlp_http: Some(http_listener.local_addr()?),
+        api: Some(api_listener.local_addr()?),
+    };
+
+    let bus = open_bus(&config).await?;
+    let archive = ArchiveLocation::open(&config)?;
+    let mut sources: Vec<Arc<dyn MetricsSource>> = vec![Arc::new(RoleInfo("run"))];
+    sources.extend(start_archivers(&config, &bus, &archive, &mut roles).await?);
+
+    let edges = Edges::new(&config, &bus);
+    let lag = Arc::new(LagMetrics::default());
+    roles.spawn_background(watch_lag(
+        bus.clone(),
+        archiver_groups(&config),
+        lag.clone(),
+        Some(edges.pressure.clone()),
+    ));
+    sources.insert(1, edges.stats.clone());
+    sources.push(lag);
+    let health = Health {
+        ready: roles.ready_flag(),
+        sources: Arc::new(sources),
+    };
+    let api = edges
+        .probe_router(&config, &auth)
+        .merge(query_router(&config, &archive, &auth))
+        .merge(health_router(health));
+    roles.serve_otlp_grpc(grpc_listener, edges.grpc_service(&auth));
+    roles.serve_http("OTLP/HTTP server", http_listener, edges.otlp_router(&auth));
+    roles.serve_http("API server", api_listener, api);
+    let details = format!(
+        "{}, archive {}, data_dir {}",
+        describe_bus(&config),
+        archive.url,
+        config.data_dir.display()
+    );
+    roles.run(addrs, Some(bus), details, shutdown).await
+}
