@@ -11,4 +11,4 @@ pub mod runtime;
 pub mod stats;
 
 pub use operator::{Operator, OperatorError};
-pub use runtime::{Runtime, RuntimeConfig};
+pub use runtime::{Runtime, RuntimeConfig, RuntimeError};
