@@ -94,9 +94,40 @@ impl IngestError {
     }
 
     pub(crate) fn from_bus(source: BusError, retry_after: Duration) -> Self {
-        IngestError::Log {
-            source,
-            retry_after,
+        match source {
+            // Kafka refuses a message above its size limit: the same request can never
+            // succeed, the client must send smaller batches.
+            BusError::Rejected(reason) => IngestError::PayloadTooLarge(format!(
+                "the log refused the request ({reason}); send smaller batches"
+            )),
+            source => IngestError::Log {
+                source,
+                retry_after,
+            },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_errors_map_to_retryable_or_final_statuses() {
+        let retry = Duration::from_secs(1);
+        let down = IngestError::from_bus(BusError::Unavailable("broker down".into()), retry);
+        assert!(down.is_retryable());
+        assert_eq!(down.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(down.grpc_code(), tonic::Code::Unavailable);
+        assert_eq!(down.retry_after(), Some(retry));
+
+        let too_large =
+            IngestError::from_bus(BusError::Rejected("message too large".into()), retry);
+        assert!(!too_large.is_retryable());
+        assert_eq!(too_large.http_status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(
+            too_large.to_string().contains("smaller batches"),
+            "{too_large}"
+        );
     }
 }
