@@ -2,72 +2,25 @@
 //! dead-letter topic, and a replay after a crash between writing and committing rewrites
 //! the same objects instead of doubling rows.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{request, target};
 use mcpulse_bus::embedded::{EmbeddedBus, EmbeddedConfig};
 use mcpulse_bus::{Bus, ConsumerEvent, DynBus, Message, TopicSpec};
-use mcpulse_processors::archive::{ArchiveConfig, ArchiveTarget, Archiver, SpansFormat};
+use mcpulse_processors::archive::{ArchiveConfig, Archiver, SpansFormat};
 use mcpulse_processors::dlq::DeadLetters;
 use mcpulse_processors::stats::RuntimeStats;
 use mcpulse_processors::{Operator, Runtime, RuntimeConfig};
 use mcpulse_schemas::topics::{HEADER_DLQ_ERROR, HEADER_DLQ_OFFSET, HEADER_TENANT};
-use object_store::local::LocalFileSystem;
-use object_store::path::Path as ObjectPath;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message as _;
 
 const SPANS: &str = "t.spans.v1";
 const DLQ: &str = "t.dlq.v1";
-
-fn request(first_id: u64, n: u64) -> Bytes {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let kv = |k: &str, v: &str| KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    };
-    let spans = (first_id..first_id + n)
-        .map(|id| Span {
-            trace_id: [[1u8; 8], id.to_be_bytes()].concat(),
-            span_id: (id + 1).to_be_bytes().to_vec(),
-            name: "tools/call x".into(),
-            kind: 2,
-            start_time_unix_nano: now,
-            end_time_unix_nano: now + 1000,
-            attributes: vec![
-                kv("gen_ai.tool.name", "x"),
-                kv("mcp.method.name", "tools/call"),
-            ],
-            ..Default::default()
-        })
-        .collect();
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", "svc")],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    Bytes::from(req.encode_to_vec())
-}
 
 async fn open_bus(dir: &Path) -> DynBus {
     let bus = EmbeddedBus::open(EmbeddedConfig::new(dir.join("log"))).unwrap();
@@ -86,17 +39,6 @@ async fn open_bus(dir: &Path) -> DynBus {
     .await
     .unwrap();
     bus
-}
-
-fn target(dir: &Path) -> ArchiveTarget {
-    let root = dir.join("archive");
-    std::fs::create_dir_all(&root).unwrap();
-    let root = root.canonicalize().unwrap();
-    ArchiveTarget {
-        store: Arc::new(LocalFileSystem::new()),
-        root: ObjectPath::from(root.to_string_lossy().trim_start_matches('/')),
-        local_root: Some(root),
-    }
 }
 
 /// Every Parquet file under the archive with its row count.

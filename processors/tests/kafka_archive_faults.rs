@@ -3,27 +3,23 @@
 //! without committing while two others take over: every span lands in the archive exactly
 //! once.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{request, target};
 use mcpulse_bus::conformance::keys_for_partitions;
 use mcpulse_bus::kafka::mock::MockKafka;
 use mcpulse_bus::{DynBus, Message, TopicSpec};
-use mcpulse_processors::archive::{ArchiveConfig, ArchiveTarget, Archiver, SpansFormat};
+use mcpulse_processors::archive::{ArchiveConfig, Archiver, SpansFormat};
 use mcpulse_processors::dlq::DeadLetters;
 use mcpulse_processors::stats::RuntimeStats;
 use mcpulse_processors::{Runtime, RuntimeConfig};
 use mcpulse_schemas::topics::HEADER_TENANT;
-use object_store::local::LocalFileSystem;
-use object_store::path::Path as ObjectPath;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message as _;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -34,57 +30,6 @@ const GROUP: &str = "archive-spans";
 const PARTITIONS: u32 = 4;
 const ROUNDS: u64 = 60;
 const SPANS_PER_MESSAGE: u64 = 5;
-
-fn request(first_id: u64) -> Bytes {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let kv = |k: &str, v: &str| KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    };
-    let spans = (first_id..first_id + SPANS_PER_MESSAGE)
-        .map(|id| Span {
-            trace_id: [[7u8; 8], id.to_be_bytes()].concat(),
-            span_id: (id + 1).to_be_bytes().to_vec(),
-            name: "tools/call x".into(),
-            kind: 2,
-            start_time_unix_nano: now,
-            end_time_unix_nano: now + 1000,
-            ..Default::default()
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", "svc")],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
-    .into()
-}
-
-fn target(dir: &Path) -> ArchiveTarget {
-    let root = dir.join("archive");
-    std::fs::create_dir_all(&root).unwrap();
-    let root = root.canonicalize().unwrap();
-    ArchiveTarget {
-        store: Arc::new(LocalFileSystem::new()),
-        root: ObjectPath::from(root.to_string_lossy().trim_start_matches('/')),
-        local_root: Some(root),
-    }
-}
 
 struct Member {
     stop: watch::Sender<bool>,
@@ -234,7 +179,7 @@ async fn archive_through_faults_and_a_crash_exactly_once() {
         let messages: Vec<Message> = keys
             .iter()
             .map(|key| {
-                let value = request(next_id);
+                let value = request(next_id, SPANS_PER_MESSAGE);
                 next_id += SPANS_PER_MESSAGE;
                 Message::new(Some(key.clone()), value)
                     .with_header(HEADER_TENANT, Bytes::from_static(b"acme"))
