@@ -15,6 +15,13 @@ use super::errors::bus_error;
 use super::{KafkaConfig, client_config};
 use crate::{BusError, GroupStatus, PartitionStatus, TopicSpec};
 
+/// What the cluster says about one topic.
+struct TopicInfo {
+    partitions: u32,
+    /// The fewest replicas any of its partitions has.
+    replication: u16,
+}
+
 /// Admin requests of one bus; blocking librdkafka calls run on the blocking pool.
 pub(crate) struct Admin {
     client: AdminClient<ClientCtx>,
@@ -40,6 +47,15 @@ impl Admin {
     /// Partition counts of every topic in the cluster (asking for all topics never
     /// auto-creates one).
     pub(crate) fn topic_partitions(&self) -> Result<BTreeMap<String, u32>, BusError> {
+        Ok(self
+            .topics()?
+            .into_iter()
+            .map(|(name, t)| (name, t.partitions))
+            .collect())
+    }
+
+    /// Partition count and replication factor of every topic in the cluster.
+    fn topics(&self) -> Result<BTreeMap<String, TopicInfo>, BusError> {
         let metadata = self
             .client
             .inner()
@@ -49,7 +65,18 @@ impl Admin {
             .topics()
             .iter()
             .filter(|t| t.error().is_none())
-            .map(|t| (t.name().to_string(), t.partitions().len() as u32))
+            .map(|t| {
+                let info = TopicInfo {
+                    partitions: t.partitions().len() as u32,
+                    replication: t
+                        .partitions()
+                        .iter()
+                        .map(|p| p.replicas().len())
+                        .min()
+                        .unwrap_or(0) as u16,
+                };
+                (t.name().to_string(), info)
+            })
             .collect())
     }
 
@@ -68,7 +95,20 @@ impl Admin {
     }
 
     pub(crate) async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<(), BusError> {
-        let existing = self.topic_partitions()?;
+        let existing = self.topics()?;
+        for spec in topics {
+            match existing.get(&spec.name) {
+                Some(info) if info.replication < spec.replication => {
+                    tracing::warn!(
+                        topic = %spec.name,
+                        replication = info.replication,
+                        configured = spec.replication,
+                        "existing topic has fewer replicas than configured; mcpulse does not change it"
+                    );
+                }
+                _ => {}
+            }
+        }
         let missing: Vec<&TopicSpec> = topics
             .iter()
             .filter(|t| !existing.contains_key(&t.name))
