@@ -30,7 +30,7 @@ pub enum IngestError {
         retry_after: Duration,
     },
     /// The log failed; the request may be retried (HTTP 503, gRPC UNAVAILABLE).
-    #[error("the log is unavailable: {source}")]
+    #[error("{source}")]
     Log {
         #[source]
         source: BusError,

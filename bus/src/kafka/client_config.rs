@@ -14,6 +14,14 @@ pub(crate) fn common(config: &KafkaConfig) -> ClientConfig {
             "socket.connection.setup.timeout.ms",
             millis(config.request_timeout),
         );
+    // While brokers are down, librdkafka times queued messages out only when a broker
+    // thread wakes from its reconnect backoff (10 s at most by default): keep the backoff
+    // well under the delivery timeout so a produce fails when it should.
+    let backoff_max = (config.delivery_timeout / 2).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(10),
+    );
+    client.set("reconnect.backoff.max.ms", millis(backoff_max));
     for (key, value) in &config.options {
         client.set(key, value);
     }
@@ -32,6 +40,9 @@ pub(crate) fn producer(config: &KafkaConfig) -> ClientConfig {
         .set("message.timeout.ms", millis(config.delivery_timeout))
         .set("linger.ms", "5")
         .set("message.max.bytes", config.max_message_bytes.to_string());
+    for (key, value) in &config.producer_options {
+        client.set(key, value);
+    }
     client
 }
 
@@ -51,6 +62,9 @@ pub(crate) fn consumer(config: &KafkaConfig, group: &str) -> ClientConfig {
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", "100")
         .set("queued.max.messages.kbytes", "65536");
+    for (key, value) in &config.consumer_options {
+        client.set(key, value);
+    }
     client
 }
 

@@ -45,6 +45,13 @@ pub struct KafkaConfig {
     /// are refused.
     #[serde(default, deserialize_with = "scalar_map")]
     pub options: BTreeMap<String, String>,
+    /// librdkafka properties for producers only (e.g. `linger.ms`, `compression.type`),
+    /// so consumers do not warn about properties they ignore.
+    #[serde(default, deserialize_with = "scalar_map")]
+    pub producer_options: BTreeMap<String, String>,
+    /// librdkafka properties for consumers only (e.g. `fetch.max.bytes`).
+    #[serde(default, deserialize_with = "scalar_map")]
+    pub consumer_options: BTreeMap<String, String>,
     /// Longest a produce waits for its delivery report; past it the message fails and
     /// ingest answers its client with a retryable error (default 10s).
     #[serde(default = "default_delivery_timeout", with = "humantime_serde")]
@@ -120,6 +127,8 @@ impl KafkaConfig {
             replication: default_replication(),
             max_message_bytes: default_max_message_bytes(),
             options: BTreeMap::new(),
+            producer_options: BTreeMap::new(),
+            consumer_options: BTreeMap::new(),
             delivery_timeout: default_delivery_timeout(),
             request_timeout: default_request_timeout(),
             session_timeout: default_session_timeout(),
@@ -150,11 +159,17 @@ impl KafkaConfig {
         if self.replication == 0 {
             return Err("bus.replication: must be at least 1".into());
         }
-        for key in self.options.keys() {
-            if RESERVED_OPTIONS.contains(&key.as_str()) {
-                return Err(format!(
-                    "bus.options.{key}: set by mcpulse itself (delivery guarantees depend on it); remove it"
-                ));
+        for (field, options) in [
+            ("options", &self.options),
+            ("producer_options", &self.producer_options),
+            ("consumer_options", &self.consumer_options),
+        ] {
+            for key in options.keys() {
+                if RESERVED_OPTIONS.contains(&key.as_str()) {
+                    return Err(format!(
+                        "bus.{field}.{key}: set by mcpulse itself (delivery guarantees depend on it); remove it"
+                    ));
+                }
             }
         }
         for (field, value) in [
@@ -180,25 +195,24 @@ pub fn is_secret_option(key: &str) -> bool {
 
 impl std::fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let options: BTreeMap<&str, &str> = self
-            .options
-            .iter()
-            .map(|(k, v)| {
-                let shown = if is_secret_option(k) {
-                    "***"
-                } else {
-                    v.as_str()
-                };
-                (k.as_str(), shown)
-            })
-            .collect();
+        let redacted = |options: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            options
+                .iter()
+                .map(|(k, v)| {
+                    let shown = if is_secret_option(k) { "***" } else { v };
+                    (k.clone(), shown.to_string())
+                })
+                .collect()
+        };
         f.debug_struct("KafkaConfig")
             .field("brokers", &self.brokers)
             .field("client_id", &self.client_id)
             .field("partitions", &self.partitions)
             .field("replication", &self.replication)
             .field("max_message_bytes", &self.max_message_bytes)
-            .field("options", &options)
+            .field("options", &redacted(&self.options))
+            .field("producer_options", &redacted(&self.producer_options))
+            .field("consumer_options", &redacted(&self.consumer_options))
             .field("delivery_timeout", &self.delivery_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("session_timeout", &self.session_timeout)

@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 /// What librdkafka last complained about.
 #[derive(Debug, Default)]
@@ -38,7 +38,12 @@ impl ClientContext for ClientCtx {
 
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(target: "librdkafka", %error, reason, "kafka client error");
-        self.diagnostics.record(format!("{error}: {reason}"));
+        // "All broker connections are down" follows the specific failure (connection
+        // refused, TLS, authentication): keep the specific one.
+        let generic = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
+        if !generic || self.diagnostics.last_error().is_none() {
+            self.diagnostics.record(format!("{error}: {reason}"));
+        }
     }
 }
 
