@@ -1,11 +1,12 @@
-//! The librdkafka properties of each kind of client.
+//! The librdkafka properties of each kind of client. Public so that tools (the ingest
+//! benchmark's raw baseline) build clients identical to mcpulse's own.
 
 use rdkafka::ClientConfig;
 
 use super::KafkaConfig;
 
 /// Properties every client shares: brokers, client id, the user's pass-through options.
-pub(crate) fn common(config: &KafkaConfig) -> ClientConfig {
+pub fn common(config: &KafkaConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", config.bootstrap_servers())
@@ -31,7 +32,7 @@ pub(crate) fn common(config: &KafkaConfig) -> ClientConfig {
 /// The producer: idempotent (no duplicates or reordering on retries, acks from all
 /// in-sync replicas), Java-compatible murmur2 partitioning so every client agrees where
 /// a key lives, and a bounded delivery timeout so callers learn of an outage.
-pub(crate) fn producer(config: &KafkaConfig) -> ClientConfig {
+pub fn producer(config: &KafkaConfig) -> ClientConfig {
     let mut client = common(config);
     client
         .set("enable.idempotence", "true")
@@ -48,7 +49,7 @@ pub(crate) fn producer(config: &KafkaConfig) -> ClientConfig {
 
 /// A group member: nothing is committed or stored automatically (the runtime commits
 /// what is durable), cooperative rebalancing, reading from the start of new partitions.
-pub(crate) fn consumer(config: &KafkaConfig, group: &str) -> ClientConfig {
+pub fn consumer(config: &KafkaConfig, group: &str) -> ClientConfig {
     let mut client = common(config);
     let session = config.session_timeout.as_millis().max(1);
     client
@@ -61,6 +62,9 @@ pub(crate) fn consumer(config: &KafkaConfig, group: &str) -> ClientConfig {
         .set("heartbeat.interval.ms", (session / 3).max(1).to_string())
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", "100")
+        // librdkafka pauses fetching for a whole second once its queue is full; the
+        // runtime drains it in milliseconds.
+        .set("fetch.queue.backoff.ms", "10")
         .set("queued.max.messages.kbytes", "65536");
     for (key, value) in &config.consumer_options {
         client.set(key, value);
@@ -69,7 +73,7 @@ pub(crate) fn consumer(config: &KafkaConfig, group: &str) -> ClientConfig {
 }
 
 /// A client that only reads a group's committed offsets (it never joins the group).
-pub(crate) fn offsets_reader(config: &KafkaConfig, group: &str) -> ClientConfig {
+pub fn offsets_reader(config: &KafkaConfig, group: &str) -> ClientConfig {
     let mut client = common(config);
     client
         .set("group.id", group)

@@ -11,7 +11,7 @@
 //!   validated; group status from committed offsets and high watermarks.
 
 mod admin;
-mod client_config;
+pub mod client_config;
 mod config;
 mod consumer;
 mod context;
