@@ -104,6 +104,14 @@ fn archived_span_ids(dir: &Path) -> BTreeMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_through_faults_and_a_crash_exactly_once() {
+    // Logs show on failure (the harness captures them otherwise).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,librdkafka=warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
     let mock = MockKafka::new(3);
     let bus = mock.bus().await;
     bus.ensure_topics(&[

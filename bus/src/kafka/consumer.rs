@@ -315,9 +315,9 @@ fn commit(
     consumer: &BaseConsumer<MemberCtx>,
     offsets: &[(TopicPartition, Offset)],
 ) -> Result<(), BusError> {
-    let Some((first, _)) = offsets.first() else {
+    if offsets.is_empty() {
         return Ok(());
-    };
+    }
     let mut tpl = TopicPartitionList::new();
     for (tp, offset) in offsets {
         tpl.add_partition_offset(
@@ -340,7 +340,7 @@ fn commit(
                 debug!(attempts, "commit met a rebalance in progress, retrying");
                 std::thread::sleep(Duration::from_millis(100));
             }
-            result => return result.map_err(|e| commit_error(&e, first)),
+            result => return result.map_err(|e| commit_error(&e)),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
 
-use crate::{BusError, TopicPartition};
+use crate::BusError;
 
 /// Maps an error of a produce, commit or admin call.
 pub(crate) fn bus_error(context: &str, error: &KafkaError) -> BusError {
@@ -28,18 +28,23 @@ pub(crate) fn bus_error(context: &str, error: &KafkaError) -> BusError {
     }
 }
 
-/// Maps the error of a commit: a commit refused because this member's generation is over
-/// (it was thrown out of the group, its partitions are someone else's) is a stale
-/// acknowledgement, [`BusError::NotAssigned`].
-pub(crate) fn commit_error(error: &KafkaError, first: &TopicPartition) -> BusError {
+/// Maps the error of a commit. A commit refused because the group is mid-rebalance or
+/// this member's generation just ended (IllegalGeneration, UnknownMemberId, ...) is a
+/// group-wide condition, not a verdict on any one partition: the member rejoins, keeps
+/// most partitions under cooperative assignment, and the commit can be retried. Whether a
+/// partition is still this member's is decided by the handle's own assignment, which
+/// answers [`BusError::NotAssigned`] once a revocation has passed.
+pub(crate) fn commit_error(error: &KafkaError) -> BusError {
     match error.rdkafka_error_code() {
         Some(
             Code::IllegalGeneration
             | Code::UnknownMemberId
             | Code::FencedInstanceId
             | Code::StaleMemberEpoch
-            | Code::UnknownTopicOrPartition,
-        ) => BusError::NotAssigned(first.clone()),
+            | Code::RebalanceInProgress,
+        ) => BusError::Unavailable(format!(
+            "commit refused while the group rebalances ({error}); retry after the next poll"
+        )),
         _ => bus_error("commit", error),
     }
 }
@@ -57,7 +62,6 @@ mod tests {
         let large = KafkaError::MessageProduction(Code::MessageSizeTooLarge);
         assert!(!bus_error("send", &large).is_retryable());
         let generation = KafkaError::ConsumerCommit(Code::IllegalGeneration);
-        let tp = TopicPartition::new("t", 1);
-        assert!(matches!(commit_error(&generation, &tp), BusError::NotAssigned(p) if p == tp));
+        assert!(commit_error(&generation).is_retryable());
     }
 }
