@@ -14,16 +14,25 @@
 #      (in its own target dir, so it does not disturb the workspace build) only when it
 #      is missing or reports another version than TANSU_VERSION. The first build takes
 #      a while (~15-25 minutes on 2 cores); later runs reuse it.
+#   4. The npm package @modelcontextprotocol/server-everything (the MCP reference test
+#      server, for the prober's tests) at EVERYTHING_VERSION, installed with
+#      `npm install --prefix ${MCPULSE_NPM_PREFIX:-$HOME/.cache/mcpulse/npm}` (no global
+#      install) only when that version is not already there. Needs node >= 18 and npm on
+#      PATH; the script stops with an error saying so when they are missing.
 #
 # Use either way:
 #   MCPULSE_PYTHON="$(bash scripts/test-deps.sh)"   # stdout is only the venv's python
 #   source scripts/test-deps.sh                      # exports MCPULSE_PYTHON, MCPULSE_TANSU
 # The tansu binary's path is not printed: it is always
 # ${MCPULSE_TOOLS:-$HOME/.cache/mcpulse/tools}/bin/tansu (scripts/test.sh exports it as
-# MCPULSE_TANSU). Progress goes to stderr. Env knobs: MCPULSE_VENV (venv dir),
+# MCPULSE_TANSU); nor is the npm prefix (scripts/test.sh exports it as
+# MCPULSE_NPM_PREFIX; the server's entry script is
+# $MCPULSE_NPM_PREFIX/node_modules/@modelcontextprotocol/server-everything/dist/index.js).
+# Progress goes to stderr. Env knobs: MCPULSE_VENV (venv dir),
 # MCPULSE_BASE_PYTHON (interpreter to build the venv from; default python3.11, else
 # python3 >= 3.10), MCPULSE_TOOLS (where tansu is installed), MCPULSE_SKIP_TANSU=1 (skip
-# step 3, e.g. for a quick run without the Kafka tests).
+# step 3, e.g. for a quick run without the Kafka tests), MCPULSE_NPM_PREFIX (where
+# server-everything is installed), MCPULSE_SKIP_NPM=1 (skip step 4).
 
 # Sourced: run this file as a child process (so its `set -e` and `exit` cannot touch
 # the caller's shell) and export the interpreter path it prints.
@@ -31,6 +40,7 @@ if [[ "${BASH_SOURCE[0]}" != "${0}" ]]; then
     if MCPULSE_PYTHON="$(bash "${BASH_SOURCE[0]}")" && [[ -n "${MCPULSE_PYTHON}" ]]; then
         export MCPULSE_PYTHON
         export MCPULSE_TANSU="${MCPULSE_TOOLS:-${HOME}/.cache/mcpulse/tools}/bin/tansu"
+        export MCPULSE_NPM_PREFIX="${MCPULSE_NPM_PREFIX:-${HOME}/.cache/mcpulse/npm}"
         return 0
     fi
     echo "test-deps: failed to install the test dependencies" >&2
@@ -53,6 +63,9 @@ STAMP="${VENV}/.mcpulse-requirements.sha256"
 TOOLS="${MCPULSE_TOOLS:-${HOME}/.cache/mcpulse/tools}"
 TANSU_VERSION="0.6.0"
 TANSU_FEATURES="dynostore"
+NPM_PREFIX="${MCPULSE_NPM_PREFIX:-${HOME}/.cache/mcpulse/npm}"
+EVERYTHING_PACKAGE="@modelcontextprotocol/server-everything"
+EVERYTHING_VERSION="2026.8.31"
 
 log() { echo "test-deps: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -155,6 +168,8 @@ import opentelemetry.exporter.otlp.proto.http.trace_exporter
 import opentelemetry.exporter.otlp.json.http.trace_exporter
 import opentelemetry.proto.collector.trace.v1.trace_service_pb2
 import confluent_kafka
+import mcp.server.mcpserver
+import uvicorn
 ' >&2
         echo "${WANT}" >"${STAMP}"
         log "venv ready"
@@ -195,6 +210,44 @@ else
         log "tansu ready: ${TANSU}"
     fi
     exec 8>&-
+fi
+
+# ---------------------------------------------------------------------------
+# 4. @modelcontextprotocol/server-everything (npm).
+EVERYTHING_DIR="${NPM_PREFIX}/node_modules/${EVERYTHING_PACKAGE}"
+
+# Whether the installed package is EVERYTHING_VERSION with its entry script in place
+# (read with plain shell tools: no node start-up on the fast path).
+everything_is_current() {
+    [[ -f "${EVERYTHING_DIR}/package.json" && -f "${EVERYTHING_DIR}/dist/index.js" ]] &&
+        grep -q "\"version\": *\"${EVERYTHING_VERSION}\"" "${EVERYTHING_DIR}/package.json"
+}
+
+if [[ "${MCPULSE_SKIP_NPM:-0}" == 1 ]]; then
+    log "skipping ${EVERYTHING_PACKAGE} (MCPULSE_SKIP_NPM=1)"
+elif everything_is_current; then
+    log "${EVERYTHING_PACKAGE} ${EVERYTHING_VERSION} present: ${EVERYTHING_DIR}"
+else
+    command -v node >/dev/null 2>&1 ||
+        die "node is not installed: the MCP prober tests need Node.js >= 18 and npm (e.g. apt-get install nodejs npm), or set MCPULSE_SKIP_NPM=1"
+    command -v npm >/dev/null 2>&1 ||
+        die "npm is not installed: the MCP prober tests need Node.js >= 18 and npm (e.g. apt-get install npm), or set MCPULSE_SKIP_NPM=1"
+    node -e 'process.exit(parseInt(process.versions.node, 10) >= 18 ? 0 : 1)' ||
+        die "node $(node --version) is too old: ${EVERYTHING_PACKAGE} needs Node.js >= 18"
+    mkdir -p "${NPM_PREFIX}"
+    exec 7>"${NPM_PREFIX}/.install.lock"
+    if command -v flock >/dev/null 2>&1; then flock 7; fi
+    if everything_is_current; then
+        log "${EVERYTHING_PACKAGE} ${EVERYTHING_VERSION} present: ${EVERYTHING_DIR}"
+    else
+        log "installing ${EVERYTHING_PACKAGE}@${EVERYTHING_VERSION} into ${NPM_PREFIX} (npm)"
+        npm install --prefix "${NPM_PREFIX}" --no-audit --no-fund --no-update-notifier \
+            --loglevel=error "${EVERYTHING_PACKAGE}@${EVERYTHING_VERSION}" >&2
+        everything_is_current ||
+            die "npm installed ${EVERYTHING_PACKAGE} but ${EVERYTHING_DIR} is not version ${EVERYTHING_VERSION}"
+        log "${EVERYTHING_PACKAGE} ready: ${EVERYTHING_DIR}/dist/index.js"
+    fi
+    exec 7>&-
 fi
 
 # Last (and only) line on stdout: the interpreter the tests should run.

@@ -15,6 +15,7 @@ use mcpulse_processors::RuntimeConfig;
 use mcpulse_processors::archive::ArchiveConfig;
 use mcpulse_queries::QueryConfig;
 use mcpulse_schemas::Topics;
+use mcpulse_schemas::env as config_env;
 use serde::Deserialize;
 
 /// The whole configuration.
@@ -174,13 +175,9 @@ impl Config {
 
     /// Parses YAML text, substituting `${NAME}` from `env`, and validates the result.
     pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let (expanded, secrets) = interpolate(text, env)?;
-        let scrub = |message: String| {
-            secrets
-                .iter()
-                .filter(|s| !s.is_empty())
-                .fold(message, |m, s| m.replace(s.as_str(), "***"))
-        };
+        let (expanded, secrets) =
+            config_env::interpolate(text, env).map_err(|e| ConfigError(e.0))?;
+        let scrub = |message: String| config_env::scrub(message, &secrets);
         let deserializer = serde_yaml_ng::Deserializer::from_str(&expanded);
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
@@ -288,50 +285,6 @@ impl Config {
     pub fn is_embedded(&self) -> bool {
         matches!(self.bus, BusConfig::Embedded { .. })
     }
-}
-
-/// Replaces `${NAME}` with the variable's value; `$${` escapes a literal `${`. Returns the
-/// text and the substituted values (to scrub from errors).
-fn interpolate(
-    text: &str,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<(String, Vec<String>), ConfigError> {
-    let mut out = String::with_capacity(text.len());
-    let mut secrets = Vec::new();
-    for (lineno, line) in text.split_inclusive('\n').enumerate() {
-        let mut rest = line;
-        while let Some(start) = rest.find("${") {
-            if start > 0 && rest.as_bytes()[start - 1] == b'$' {
-                out.push_str(&rest[..start - 1]);
-                out.push_str("${");
-                rest = &rest[start + 2..];
-                continue;
-            }
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let end = after.find('}').ok_or_else(|| {
-                ConfigError(format!("line {}: unterminated ${{ reference", lineno + 1))
-            })?;
-            let name = &after[..end];
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(ConfigError(format!(
-                    "line {}: invalid variable name {name:?} in ${{…}}",
-                    lineno + 1
-                )));
-            }
-            let value = env(name).ok_or_else(|| {
-                ConfigError(format!(
-                    "line {}: environment variable {name} is not set",
-                    lineno + 1
-                ))
-            })?;
-            out.push_str(&value);
-            secrets.push(value);
-            rest = &after[end + 1..];
-        }
-        out.push_str(rest);
-    }
-    Ok((out, secrets))
 }
 
 #[cfg(test)]

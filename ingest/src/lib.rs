@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod http;
 pub mod otlp_scan;
 pub mod pressure;
+pub mod prober;
 pub mod probes;
 pub mod stats;
 pub mod traces;

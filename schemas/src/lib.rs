@@ -3,6 +3,7 @@
 //!
 //! This crate does no I/O.
 
+pub mod env;
 pub mod metrics;
 pub mod probe;
 pub mod tables;

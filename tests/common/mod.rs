@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod mcp_servers;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

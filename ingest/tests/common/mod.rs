@@ -1,0 +1,2 @@
+//! Helpers shared by the ingest integration tests.
+pub mod fault_server;
