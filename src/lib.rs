@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod api;
 pub mod archive_store;
 pub mod config;
+pub mod probe_once;
 pub mod roles;
 pub mod telemetry;
 

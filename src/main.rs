@@ -46,6 +46,35 @@ enum Command {
         #[command(subcommand)]
         command: BusCommand,
     },
+    /// Probe an MCP endpoint now and print a readable report: the protocol era and
+    /// version, each phase's timing, the tool count and hash, the failure_reason if any,
+    /// and the certificate's days to expiry. Exits 1 when the probe failed.
+    Probe {
+        /// The MCP endpoint to probe (http or https).
+        #[arg(long, value_name = "URL")]
+        once: String,
+        /// Region label of the result.
+        #[arg(long, default_value = "local")]
+        region: String,
+        /// auto (modern, then Streamable HTTP, then HTTP+SSE), modern, streamable_http or sse.
+        #[arg(long, default_value = "auto")]
+        transport: String,
+        /// Deadline of the whole probe, e.g. 10s.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Name of an environment variable holding a bearer token to send.
+        #[arg(long, value_name = "ENV_VAR")]
+        bearer_env: Option<String>,
+        /// Allow loopback addresses (refused by default, like every untrusted target).
+        #[arg(long)]
+        allow_loopback: bool,
+        /// Allow private addresses (RFC 1918, unique-local; cloud metadata stays refused).
+        #[arg(long)]
+        allow_private: bool,
+        /// Print the ProbeResult as JSON instead of the report.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run SQL over the archive and print the result.
     Query {
         /// The SQL statement (read-only).
@@ -115,6 +144,46 @@ fn main() -> ExitCode {
                 },
         } => load(cli.config.as_deref())
             .and_then(|config| runtime()?.block_on(bus_status(config, &groups, &topics, format))),
+        Command::Probe {
+            once,
+            region,
+            transport,
+            timeout,
+            bearer_env,
+            allow_loopback,
+            allow_private,
+            json,
+        } => {
+            mcpulse::telemetry::init(&mcpulse::config::LogConfig {
+                level: "warn".into(),
+                ..Default::default()
+            });
+            let args = || -> anyhow::Result<mcpulse::probe_once::OnceArgs> {
+                let transport = serde_json::from_value(serde_json::Value::String(transport.clone()))
+                    .map_err(|_| anyhow::anyhow!("--transport: expected auto, modern, streamable_http or sse, got {transport:?}"))?;
+                let bearer = match &bearer_env {
+                    Some(var) => Some(std::env::var(var).map_err(|_| {
+                        anyhow::anyhow!("--bearer-env: environment variable {var} is not set")
+                    })?),
+                    None => None,
+                };
+                Ok(mcpulse::probe_once::OnceArgs {
+                    url: once.clone(),
+                    region: region.clone(),
+                    transport,
+                    timeout,
+                    bearer,
+                    allow_loopback,
+                    allow_private,
+                    json,
+                })
+            };
+            match args().and_then(|a| runtime()?.block_on(mcpulse::probe_once::run(a))) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
+            }
+        }
         Command::Query {
             sql,
             format,

@@ -138,3 +138,63 @@ async fn the_tool_list_is_sent_when_its_hash_changes() {
     );
     assert_eq!(first.tools_hash, second.tools_hash);
 }
+
+/// `mcpulse probe --once URL` prints the report and exits 0 for a healthy server, 1 with
+/// the failure_reason for a dead one; untrusted loopback targets are refused by default.
+#[test]
+fn probe_once_prints_a_report() {
+    let server = McpServer::python(Transport::StreamableHttp, ServerOptions::default());
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mcpulse"))
+            .arg("probe")
+            .args(args)
+            .output()
+            .expect("mcpulse runs")
+    };
+    let out = run(&[
+        "--once",
+        server.url(),
+        "--allow-loopback",
+        "--region",
+        "eu-west",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "(region eu-west)",
+        "result       OK",
+        "modern 2026-07-28",
+        "connect",
+        "tools        3 (sha256 ",
+        "add, echo, weather",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+    }
+
+    let refused = run(&["--once", server.url()]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("loopback"),
+        "{refused:?}"
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = run(&[
+        "--once",
+        &format!("http://127.0.0.1:{port}/mcp"),
+        "--allow-loopback",
+    ]);
+    assert_eq!(dead.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&dead.stdout).contains("FAILED: tcp_refused"),
+        "{dead:?}"
+    );
+}

@@ -5,6 +5,7 @@
 pub mod http_transport;
 pub mod mcp;
 pub mod probe;
+pub mod scheduler;
 pub mod sequence;
 pub mod target_guard;
 pub mod targets;
