@@ -44,6 +44,16 @@ pub trait ResultSink: Send + Sync {
     async fn deliver(&self, tenant: &str, results: Vec<ProbeResult>) -> Result<(), String>;
 }
 
+/// A [`ResultSink`] that drops every result (benchmarks, `run_once` only).
+pub struct DiscardSink;
+
+#[async_trait]
+impl ResultSink for DiscardSink {
+    async fn deliver(&self, _tenant: &str, _results: Vec<ProbeResult>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// A [`ResultSink`] appending to the log through [`ProbeIngest`] (the path externally
 /// posted results take): retryable errors are retried with backoff for up to
 /// `give_up_after`; a batch refused as invalid is retried result by result, so one bad
