@@ -136,11 +136,9 @@ mod tests {
 
     #[test]
     fn the_report_names_what_an_operator_needs() {
-        let mut r: ProbeResult = serde_json::from_value(serde_json::json!({
-            "server": "weather", "region": "eu-west", "started_at": "2026-11-21T12:00:00Z", "ok": true,
-            "url": "https://weather.example:443/mcp",
-        }))
-        .unwrap();
+        let mut r = ProbeResult::new("weather", "eu-west", chrono::Utc::now());
+        r.ok = true;
+        r.url = Some("https://weather.example:443/mcp".into());
         r.protocol_era = Some(ProtocolEra::StreamableHttp);
         r.protocol_version = Some("2025-06-18".into());
         r.phases = PhaseTimings {

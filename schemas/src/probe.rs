@@ -242,6 +242,38 @@ impl FieldError {
 }
 
 impl ProbeResult {
+    /// A failed result of `server` probed from `region` at `started_at` with nothing
+    /// else known yet; the prober and tests fill in what they learn.
+    pub fn new(
+        server: impl Into<String>,
+        region: impl Into<String>,
+        started_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            probe_id: None,
+            server: server.into(),
+            url: None,
+            region: region.into(),
+            started_at,
+            ok: false,
+            failure_reason: None,
+            failure_phase: None,
+            failure_detail: None,
+            http_status: None,
+            jsonrpc_error_code: None,
+            protocol_era: None,
+            protocol_version: None,
+            phases: PhaseTimings::default(),
+            total_ms: None,
+            tool_count: None,
+            tools_hash: None,
+            tools: None,
+            tls_expires_at: None,
+            labels: BTreeMap::new(),
+            prober: None,
+        }
+    }
+
     /// Checks what serde cannot: lengths, the failure fields' consistency, the hash format,
     /// and that `started_at` lies within `[earliest, latest]`.
     pub fn validate(
@@ -397,29 +429,7 @@ mod tests {
     #[test]
     fn validation_names_the_field() {
         let (a, b) = window();
-        let base = ProbeResult {
-            probe_id: None,
-            server: "s".into(),
-            url: None,
-            region: "r".into(),
-            started_at: Utc::now(),
-            ok: false,
-            failure_reason: None,
-            failure_phase: None,
-            failure_detail: None,
-            http_status: None,
-            jsonrpc_error_code: None,
-            protocol_era: None,
-            protocol_version: None,
-            phases: PhaseTimings::default(),
-            total_ms: None,
-            tool_count: None,
-            tools_hash: None,
-            tools: None,
-            tls_expires_at: None,
-            labels: BTreeMap::new(),
-            prober: None,
-        };
+        let base = ProbeResult::new("s", "r", Utc::now());
         assert_eq!(base.validate(a, b).unwrap_err().field, "failure_reason");
         let timeout = ProbeResult {
             failure_reason: Some(FailureReason::Timeout),

@@ -190,7 +190,7 @@ impl MemberCtx {
                 let _ = reply.send(commit(consumer, &offsets));
             }
             Command::Pause(tp) => {
-                let tpl = single(&tp, None);
+                let tpl = single(&tp);
                 if let Err(e) = consumer.pause(&tpl) {
                     warn!(partition = %tp, error = %e, "pausing failed");
                 }
@@ -208,7 +208,7 @@ impl MemberCtx {
                 state.paused.remove(&tp);
                 state.floor.insert(tp.clone(), offset);
                 drop(state);
-                let tpl = single(&tp, None);
+                let tpl = single(&tp);
                 if let Err(e) = consumer.resume(&tpl) {
                     warn!(partition = %tp, error = %e, "resuming failed");
                 }
@@ -304,10 +304,10 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
         .collect()
 }
 
-fn single(tp: &TopicPartition, offset: Option<Offset>) -> TopicPartitionList {
+/// A list holding just `tp` (for pause and resume).
+fn single(tp: &TopicPartition) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
-    let elem_offset = offset.map_or(KafkaOffset::Invalid, |o| KafkaOffset::Offset(o as i64));
-    let _ = tpl.add_partition_offset(&tp.topic, tp.partition as i32, elem_offset);
+    tpl.add_partition(&tp.topic, tp.partition as i32);
     tpl
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use http::HeaderMap;
-use mcpulse_schemas::probe::{FailureReason, PhaseTimings, ProbeResult, ProtocolEra};
+use mcpulse_schemas::probe::{FailureReason, ProbeResult, ProtocolEra};
 use std::sync::Mutex;
 use tokio::time::Instant;
 
@@ -89,35 +89,17 @@ impl Prober {
         let started = Instant::now();
         let deadline = started + target.timeout;
         let origin = target.url.origin().ascii_serialization();
-        let mut result = ProbeResult {
-            probe_id: Some(format!(
-                "{}/{}/{}/{}",
-                target.tenant,
-                target.server,
-                self.settings.region,
-                started_at.timestamp_millis()
-            )),
-            server: target.server.clone(),
-            url: Some(target_guard::redact_url(&target.url)),
-            region: self.settings.region.clone(),
-            started_at,
-            ok: false,
-            failure_reason: None,
-            failure_phase: None,
-            failure_detail: None,
-            http_status: None,
-            jsonrpc_error_code: None,
-            protocol_era: None,
-            protocol_version: None,
-            phases: PhaseTimings::default(),
-            total_ms: None,
-            tool_count: None,
-            tools_hash: None,
-            tools: None,
-            tls_expires_at: None,
-            labels: target.labels.clone(),
-            prober: Some(self.settings.prober.clone()),
-        };
+        let mut result = ProbeResult::new(&target.server, &self.settings.region, started_at);
+        result.probe_id = Some(format!(
+            "{}/{}/{}/{}",
+            target.tenant,
+            target.server,
+            self.settings.region,
+            started_at.timestamp_millis()
+        ));
+        result.url = Some(target_guard::redact_url(&target.url));
+        result.labels = target.labels.clone();
+        result.prober = Some(self.settings.prober.clone());
 
         let resolved =
             match target_guard::resolve_checked(&target.url, &self.settings.policy, target.timeout)
