@@ -11,6 +11,7 @@ use mcpulse_bus::embedded::EmbeddedConfig;
 use mcpulse_bus::kafka::KafkaConfig;
 use mcpulse_ingest::IngestConfig;
 use mcpulse_ingest::auth::{AuthConfig, Authenticator};
+use mcpulse_ingest::prober::config::ProberConfig;
 use mcpulse_processors::RuntimeConfig;
 use mcpulse_processors::archive::ArchiveConfig;
 use mcpulse_queries::QueryConfig;
@@ -49,6 +50,9 @@ pub struct Config {
     /// SQL limits.
     #[serde(default)]
     pub query: QueryConfig,
+    /// The built-in MCP prober (`targets.yaml`, region, limits).
+    #[serde(default)]
+    pub prober: ProberConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -227,6 +231,7 @@ impl Config {
                 "archive.url: {url:?} uses an unsupported scheme (this build supports file:// and plain paths)"
             )));
         }
+        self.prober.validate().map_err(ConfigError)?;
         if self.query.max_rows == 0 {
             return Err(ConfigError("query.max_rows: must be positive".into()));
         }

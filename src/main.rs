@@ -46,33 +46,41 @@ enum Command {
         #[command(subcommand)]
         command: BusCommand,
     },
-    /// Probe an MCP endpoint now and print a readable report: the protocol era and
-    /// version, each phase's timing, the tool count and hash, the failure_reason if any,
-    /// and the certificate's days to expiry. Exits 1 when the probe failed.
+    /// Run the built-in prober over targets.yaml (on Kafka; with the embedded log the
+    /// prober runs inside `mcpulse run`), or, with `--once URL`, probe one MCP endpoint now
+    /// and print a readable report: the protocol era and version, each phase's timing,
+    /// the tool count and hash, the failure_reason if any, and the certificate's days to
+    /// expiry (exits 1 when that probe failed).
     Probe {
-        /// The MCP endpoint to probe (http or https).
+        /// Probe this MCP endpoint (http or https) once, print the report and exit.
         #[arg(long, value_name = "URL")]
-        once: String,
-        /// Region label of the result.
-        #[arg(long, default_value = "local")]
-        region: String,
-        /// auto (modern, then Streamable HTTP, then HTTP+SSE), modern, streamable_http or sse.
-        #[arg(long, default_value = "auto")]
+        once: Option<String>,
+        /// The targets file (default: prober.targets of the configuration).
+        #[arg(long, value_name = "FILE", conflicts_with = "once")]
+        targets: Option<PathBuf>,
+        /// Region label of the results (default: prober.region, or `local` with --once).
+        #[arg(long)]
+        region: Option<String>,
+        /// auto (modern, then Streamable HTTP, then HTTP+SSE), modern, streamable_http or
+        /// sse (--once only; targets.yaml sets it per target).
+        #[arg(long, default_value = "auto", requires = "once")]
         transport: String,
-        /// Deadline of the whole probe, e.g. 10s.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        /// Deadline of the whole probe, e.g. 10s (--once only).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, requires = "once")]
         timeout: std::time::Duration,
-        /// Name of an environment variable holding a bearer token to send.
-        #[arg(long, value_name = "ENV_VAR")]
+        /// Name of an environment variable holding a bearer token to send (--once only).
+        #[arg(long, value_name = "ENV_VAR", requires = "once")]
         bearer_env: Option<String>,
-        /// Allow loopback addresses (refused by default, like every untrusted target).
-        #[arg(long)]
+        /// Allow loopback addresses (refused by default, like every untrusted target;
+        /// --once only: targets.yaml has its own policy).
+        #[arg(long, requires = "once")]
         allow_loopback: bool,
-        /// Allow private addresses (RFC 1918, unique-local; cloud metadata stays refused).
-        #[arg(long)]
+        /// Allow private addresses (RFC 1918, unique-local; cloud metadata stays refused;
+        /// --once only).
+        #[arg(long, requires = "once")]
         allow_private: bool,
-        /// Print the ProbeResult as JSON instead of the report.
-        #[arg(long)]
+        /// Print the ProbeResult as JSON instead of the report (--once only).
+        #[arg(long, requires = "once")]
         json: bool,
     },
     /// Run SQL over the archive and print the result.
@@ -145,7 +153,23 @@ fn main() -> ExitCode {
         } => load(cli.config.as_deref())
             .and_then(|config| runtime()?.block_on(bus_status(config, &groups, &topics, format))),
         Command::Probe {
-            once,
+            once: None,
+            targets,
+            region,
+            ..
+        } => load(cli.config.as_deref()).and_then(|config| {
+            let overrides = roles::prober::ProberOverrides { region, targets };
+            runtime()?.block_on(async move {
+                if config.is_embedded() {
+                    // Before anything is opened or logged.
+                    return roles::prober::run(config, overrides, std::future::pending()).await;
+                }
+                mcpulse::telemetry::init(&config.log);
+                roles::prober::run(config, overrides, roles::shutdown_signal()).await
+            })
+        }),
+        Command::Probe {
+            once: Some(once),
             region,
             transport,
             timeout,
@@ -153,6 +177,7 @@ fn main() -> ExitCode {
             allow_loopback,
             allow_private,
             json,
+            ..
         } => {
             mcpulse::telemetry::init(&mcpulse::config::LogConfig {
                 level: "warn".into(),
@@ -169,7 +194,7 @@ fn main() -> ExitCode {
                 };
                 Ok(mcpulse::probe_once::OnceArgs {
                     url: once.clone(),
-                    region: region.clone(),
+                    region: region.clone().unwrap_or_else(|| "local".into()),
                     transport,
                     timeout,
                     bearer,
@@ -230,6 +255,19 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
         config.listen.otlp_http,
         config.listen.api
     );
+    if let Some(targets) = &config.prober.targets {
+        let file = mcpulse_ingest::prober::targets::load_targets(targets)
+            .map_err(|e| anyhow::anyhow!("prober.targets: {e}"))?;
+        let tenants: std::collections::BTreeSet<&str> =
+            file.targets.iter().map(|t| t.tenant.as_str()).collect();
+        println!(
+            "{}: ok ({} target(s) of {} tenant(s), region {})",
+            targets.display(),
+            file.targets.len(),
+            tenants.len(),
+            config.prober.region
+        );
+    }
     Ok(())
 }
 

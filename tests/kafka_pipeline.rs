@@ -3,7 +3,8 @@
 //! outside producer (an OpenTelemetry Collector's Kafka exporter) writes are archived
 //! under the right tenant or dead-lettered with their origin, unreachable or lost brokers
 //! give prompt, clear (and, at ingest, retryable) errors, and the archivers' lag shows on
-//! `/metrics` and in `mcpulse bus status`.
+//! `/metrics` and in `mcpulse bus status`; probers in two regions (`mcpulse probe
+//! --region`) give multi-region results for the same targets.
 //!
 //! Every configuration sets `bus.producer_options.batch.num.messages: 1`: tansu 0.6 mishandles
 //! fetches inside multi-record batches (see `tests/common/kafka.rs`).
@@ -111,8 +112,14 @@ impl Cluster {
 
     /// Starts `mcpulse ROLE` as process `name` and waits until it is ready.
     fn spawn(&self, role: &'static str, name: &str) -> Proc {
+        self.spawn_with_args(role, name, &[])
+    }
+
+    /// Starts `mcpulse ROLE ARGS…` as process `name` and waits until it is ready.
+    fn spawn_with_args(&self, role: &'static str, name: &str, args: &[&str]) -> Proc {
         let mut proc = Proc {
             role,
+            args: args.iter().map(|a| a.to_string()).collect(),
             name: name.to_string(),
             config: self.config(name),
             data_dir: self.root.path().join(name).join("data"),
@@ -273,6 +280,8 @@ fn run_mcpulse(args: &[&str], config: &Path, timeout: Duration) -> Output {
 /// One `mcpulse ROLE` process (killed on drop).
 struct Proc {
     role: &'static str,
+    /// Arguments after the role.
+    args: Vec<String>,
     name: String,
     config: PathBuf,
     data_dir: PathBuf,
@@ -299,6 +308,7 @@ impl Proc {
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_mcpulse"))
             .arg(self.role)
+            .args(&self.args)
             .arg("--config")
             .arg(&self.config)
             .env("ACME_TOKEN", ACME_TOKEN)
@@ -1520,4 +1530,67 @@ fn lag_is_visible() {
             proc.log()
         );
     }
+}
+
+#[test]
+fn probers_in_two_regions_probe_the_same_targets() {
+    let cluster = Cluster::start(Setup::default());
+    let rmcp = common::mcp_servers::McpServer::rmcp(false);
+    let targets = cluster.root.path().join("targets.yaml");
+    std::fs::write(
+        &targets,
+        format!(
+            "policy: {{allow_loopback: true}}\ndefaults: {{interval: 10s, timeout: 5s}}\ntenants:\n  acme:\n    - server: tools\n      url: {}\n",
+            rmcp.url()
+        ),
+    )
+    .unwrap();
+    let targets = targets.to_str().unwrap();
+    let _process = cluster.spawn("process", "process");
+    let mut eu = cluster.spawn_with_args(
+        "probe",
+        "probe-eu",
+        &["--region", "eu-west", "--targets", targets],
+    );
+    let mut us = cluster.spawn_with_args(
+        "probe",
+        "probe-us",
+        &["--region", "us-east", "--targets", targets],
+    );
+    let sql = "SELECT DISTINCT region FROM probes WHERE tenant = 'acme' AND server = 'tools' AND ok ORDER BY region";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let regions = loop {
+        let regions: Vec<String> = cluster
+            .query(sql)
+            .iter()
+            .map(|r| r["region"].as_str().unwrap().to_string())
+            .collect();
+        if regions.len() == 2 || Instant::now() > deadline {
+            break regions;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(
+        regions,
+        ["eu-west", "us-east"],
+        "{}\n{}",
+        eu.log(),
+        us.log()
+    );
+    let metrics = eu.metrics();
+    assert_eq!(
+        metric(&metrics, "mcpulse_prober_targets", &[("region", "eu-west")]),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        eu.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        eu.log()
+    );
+    assert!(
+        us.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        us.log()
+    );
 }

@@ -87,12 +87,7 @@ fn spans(first: u64, count: u64) -> Vec<u8> {
 /// The lag gauge of `group` on `/metrics`, summed over its partitions (`None` until the
 /// group appears).
 fn metrics_lag(m: &Mcpulse, group: &str) -> Option<f64> {
-    let text = http()
-        .get(m.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = m.metrics();
     let prefix = format!("mcpulse_bus_consumer_lag{{group=\"{group}\"");
     let values: Vec<f64> = text
         .lines()
@@ -150,12 +145,7 @@ fn bus_status_shows_what_run_committed() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let text = http()
-        .get(m.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = m.metrics();
     for family in ["mcpulse_bus_end_offset", "mcpulse_bus_committed_offset"] {
         for group in ["mcpulse-archive-spans", "mcpulse-archive-probes"] {
             assert!(

@@ -1,4 +1,5 @@
-//! `mcpulse run`: every role in one process, on the embedded log (the default) or Kafka.
+//! `mcpulse run`: every role in one process, on the embedded log (the default) or Kafka,
+//! with the built-in prober when `prober.targets` is set.
 //!
 //! Start-up order: listeners bound → log → archive → processors → servers; once every
 //! server runs, `{data_dir}/ready.json` names the bound addresses and `/readyz` turns
@@ -12,6 +13,7 @@ use mcpulse_schemas::metrics::MetricsSource;
 
 use super::ingest::Edges;
 use super::lag::{LagMetrics, watch_lag};
+use super::prober::{ProberOverrides, ProberPlan};
 use super::process::start_archivers;
 use super::serve::query_router;
 use super::{
@@ -28,6 +30,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut roles = Supervisor::new("run", &config)?;
     let auth = authenticator(&config)?;
+    let prober = ProberPlan::load(&config, &ProberOverrides::default())?;
     let grpc_listener = bind(config.listen.otlp_grpc, "listen.otlp_grpc").await?;
     let http_listener = bind(config.listen.otlp_http, "listen.otlp_http").await?;
     let api_listener = bind(config.listen.api, "listen.api").await?;
@@ -53,6 +56,17 @@ pub async fn run(
     ));
     sources.insert(1, edges.stats.clone());
     sources.push(lag);
+    let mut details = format!(
+        "{}, archive {}, data_dir {}",
+        describe_bus(&config),
+        archive.url,
+        config.data_dir.display()
+    );
+    if let Some(prober) = prober {
+        sources.push(prober.metrics());
+        details = format!("{details}, {}", prober.describe());
+        prober.spawn(&config, edges.probes.clone(), &mut roles);
+    }
     let health = Health {
         ready: roles.ready_flag(),
         sources: Arc::new(sources),
@@ -64,11 +78,5 @@ pub async fn run(
     roles.serve_otlp_grpc(grpc_listener, edges.grpc_service(&auth));
     roles.serve_http("OTLP/HTTP server", http_listener, edges.otlp_router(&auth));
     roles.serve_http("API server", api_listener, api);
-    let details = format!(
-        "{}, archive {}, data_dir {}",
-        describe_bus(&config),
-        archive.url,
-        config.data_dir.display()
-    );
     roles.run(addrs, Some(bus), details, shutdown).await
 }

@@ -1,4 +1,5 @@
-//! `mcpulse ingest`: the edges. OTLP/gRPC, OTLP/HTTP and the probe API append to the log;
+//! `mcpulse ingest`: the edges. OTLP/gRPC, OTLP/HTTP, the probe API and (with
+//! `prober.targets`) the built-in prober append to the log;
 //! the span archiver's lag turns into backpressure (429 / `RESOURCE_EXHAUSTED`).
 
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use mcpulse_ingest::{Authenticator, Backpressure, Edge, ProbeIngest, TraceIngest
 use mcpulse_schemas::metrics::MetricsSource;
 
 use super::lag::{LagMetrics, watch_lag};
+use super::prober::{ProberOverrides, ProberPlan};
 use super::{
     BoundAddrs, GROUP_ARCHIVE_SPANS, RoleInfo, Supervisor, authenticator, bind, describe_bus,
     open_bus, require_shared_log,
@@ -73,6 +75,7 @@ pub async fn run(
     require_shared_log(&config, "ingest")?;
     let mut roles = Supervisor::new("ingest", &config)?;
     let auth = authenticator(&config)?;
+    let prober = ProberPlan::load(&config, &ProberOverrides::default())?;
     let grpc_listener = bind(config.listen.otlp_grpc, "listen.otlp_grpc").await?;
     let http_listener = bind(config.listen.otlp_http, "listen.otlp_http").await?;
     let api_listener = bind(config.listen.api, "listen.api").await?;
@@ -92,8 +95,14 @@ pub async fn run(
         lag.clone(),
         Some(edges.pressure.clone()),
     ));
-    let sources: Vec<Arc<dyn MetricsSource>> =
+    let mut sources: Vec<Arc<dyn MetricsSource>> =
         vec![Arc::new(RoleInfo("ingest")), edges.stats.clone(), lag];
+    let mut details = describe_bus(&config);
+    if let Some(prober) = prober {
+        sources.push(prober.metrics());
+        details = format!("{details}, {}", prober.describe());
+        prober.spawn(&config, edges.probes.clone(), &mut roles);
+    }
     let health = Health {
         ready: roles.ready_flag(),
         sources: Arc::new(sources),
@@ -107,6 +116,5 @@ pub async fn run(
             .probe_router(&config, &auth)
             .merge(health_router(health)),
     );
-    let details = describe_bus(&config);
     roles.run(addrs, Some(bus), details, shutdown).await
 }

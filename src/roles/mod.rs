@@ -7,6 +7,9 @@
 //! | `ingest` | [`ingest`] | otlp_grpc, otlp_http, api | OTLP receivers and the probe API; backpressure from archiver lag |
 //! | `process` | [`process`] | api | the span and probe archivers (members of their consumer groups) |
 //! | `serve` | [`serve`] | api | SQL over the archive |
+//! | `probe` | [`prober`] | api | the built-in prober alone (one per region) |
+//!
+//! `run` and `ingest` also run the prober when `prober.targets` is set.
 //!
 //! Every role serves `/healthz`, `/readyz` and `/metrics` on the API port, writes the
 //! addresses it bound to `{data_dir}/ready.json` once it accepts requests, and drains on
@@ -16,6 +19,7 @@
 pub mod all;
 pub mod ingest;
 mod lag;
+pub mod prober;
 pub mod process;
 pub mod serve;
 pub mod status;
@@ -271,6 +275,19 @@ impl Supervisor {
         let stop = self.stop_processors.subscribe();
         self.processors
             .spawn(async move { runtime.run(stop).await.map_err(anyhow::Error::from) });
+    }
+
+    /// Runs an edge task (like the prober) until the drain: `task` gets a flag that turns
+    /// true when the servers stop, and should return once it has delivered what it holds.
+    pub fn spawn_edge<F, Fut>(&mut self, what: &'static str, task: F)
+    where
+        F: FnOnce(watch::Receiver<bool>) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let stop = self.stop_servers.subscribe();
+        let fut = task(stop);
+        self.servers
+            .spawn(async move { fut.await.with_context(|| what.to_string()) });
     }
 
     /// A task aborted once the processors have drained (e.g. the lag watcher).

@@ -51,6 +51,11 @@ impl Mcpulse {
     /// Starts mcpulse with the default test configuration plus `extra` YAML. Archive
     /// flushes are fast so data is queryable within a second.
     pub fn start(extra: &str) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Like [`Mcpulse::start`], with extra environment variables for the process.
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let extra = if extra.contains("archive:") {
             extra.to_string()
@@ -67,7 +72,7 @@ impl Mcpulse {
             otlp_http: "0.0.0.0:0".parse().unwrap(),
             api: "0.0.0.0:0".parse().unwrap(),
         };
-        m.spawn();
+        m.spawn_with_env(env);
         m
     }
 
@@ -200,6 +205,16 @@ impl Mcpulse {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// `GET /metrics` of the API port.
+    pub fn metrics(&self) -> String {
+        http()
+            .get(self.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -25,6 +25,9 @@ pub struct ProtocolFailure {
     pub detail: String,
     pub http_status: Option<u16>,
     pub jsonrpc_error_code: Option<i64>,
+    /// The `Location` of a redirect answer (as sent: possibly relative), for the prober
+    /// to check and follow.
+    pub redirect: Option<String>,
 }
 
 impl ProtocolFailure {
@@ -35,6 +38,7 @@ impl ProtocolFailure {
             detail: detail.into(),
             http_status: None,
             jsonrpc_error_code: None,
+            redirect: None,
         }
     }
 
@@ -317,6 +321,27 @@ pub fn classify_status(
         403 if challenge.is_some_and(|c| c.contains("insufficient_scope")) => {
             ProtocolFailure::new(FailureReason::AuthRequired, phase, "403 insufficient_scope")
         }
+        300..=399 => {
+            // Not JSON-RPC: a redirect. The prober follows it (after checking the new
+            // address) when it carries a Location; the detail never shows its query.
+            let location = headers
+                .get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let shown = location
+                .as_deref()
+                .map(|l| truncate(l.split(['?', '#']).next().unwrap_or(""), 200));
+            let mut failure = ProtocolFailure::new(
+                FailureReason::NotJsonrpc,
+                phase,
+                match &shown {
+                    Some(to) => format!("HTTP {} redirect to {to}", status.as_u16()),
+                    None => format!("HTTP {} redirect without a Location", status.as_u16()),
+                },
+            );
+            failure.redirect = location;
+            failure
+        }
         500..=599 => ProtocolFailure::new(FailureReason::Http5xx, phase, format!("HTTP {status}")),
         _ => ProtocolFailure::new(FailureReason::Http4xx, phase, format!("HTTP {status}")),
     };
@@ -493,6 +518,27 @@ mod tests {
                 .reason,
             FailureReason::Http4xx
         );
+        let mut moved = HeaderMap::new();
+        moved.insert(
+            http::header::LOCATION,
+            "https://other.example/mcp?token=abc".parse().unwrap(),
+        );
+        let redirect =
+            classify_status(StatusCode::PERMANENT_REDIRECT, &moved, Phase::Discover).unwrap();
+        assert_eq!(redirect.reason, FailureReason::NotJsonrpc);
+        assert_eq!(redirect.http_status, Some(308));
+        assert_eq!(
+            redirect.redirect.as_deref(),
+            Some("https://other.example/mcp?token=abc")
+        );
+        assert_eq!(
+            redirect.detail,
+            "HTTP 308 redirect to https://other.example/mcp",
+            "the detail leaves out the query"
+        );
+        let nowhere = classify_status(StatusCode::FOUND, &empty, Phase::Discover).unwrap();
+        assert_eq!(nowhere.redirect, None);
+        assert!(nowhere.detail.contains("without a Location"));
         assert!(modern_unsupported(StatusCode::NOT_FOUND, b"not found"));
         assert!(!modern_unsupported(
             StatusCode::BAD_REQUEST,

@@ -1,7 +1,11 @@
-//! mcpulse's own MCP prober: [`probe::Prober`] runs the protocol sequence against one
-//! target and returns its `ProbeResult`. (In progress: the scheduler over `targets.yaml`
-//! and the `mcpulse probe` command come next.)
+//! mcpulse's own MCP prober: [`targets`] reads `targets.yaml`, [`probe::Prober`] runs the
+//! protocol sequence ([`sequence`] over [`http_transport`] and [`timed_http`]) against one
+//! target after [`target_guard`] checked where it resolves, and returns its `ProbeResult`;
+//! [`scheduler::Scheduler`] probes every target on its interval with bounded concurrency
+//! and hands the results to the probe ingest path. [`config`] is `prober:` in
+//! `mcpulse.yaml`.
 
+pub mod config;
 pub mod http_transport;
 pub mod mcp;
 pub mod probe;

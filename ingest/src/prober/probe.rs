@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use http::HeaderMap;
-use mcpulse_schemas::probe::{FailureReason, ProbeResult, ProtocolEra};
+use mcpulse_schemas::probe::{FailureReason, Phase, ProbeResult, ProtocolEra};
 use std::sync::Mutex;
 use tokio::time::Instant;
 
@@ -38,6 +38,8 @@ pub struct ProberSettings {
     pub latency_degraded_after: Duration,
     /// Most `tools/list` pages followed.
     pub max_pages: u32,
+    /// Most redirects followed per probe (each target resolved and checked again).
+    pub max_redirects: u32,
 }
 
 impl ProberSettings {
@@ -50,6 +52,7 @@ impl ProberSettings {
             tls_expiring_within: Duration::from_secs(14 * 86_400),
             latency_degraded_after: Duration::from_secs(5),
             max_pages: 100,
+            max_redirects: 3,
         }
     }
 }
@@ -101,53 +104,89 @@ impl Prober {
         result.labels = target.labels.clone();
         result.prober = Some(self.settings.prober.clone());
 
-        let resolved =
-            match target_guard::resolve_checked(&target.url, &self.settings.policy, target.timeout)
-                .await
-            {
-                Ok(resolved) => resolved,
-                Err(e) => {
-                    return match e.failure_reason() {
-                        Some((reason, phase)) => {
-                            result.failure_reason = Some(reason);
-                            result.failure_phase = phase;
-                            result.failure_detail = Some(e.to_string());
-                            result.total_ms = Some(ms(started));
-                            Ok(result)
-                        }
-                        None => Err(not_probed(target, &e)),
-                    };
-                }
-            };
-        result.phases.dns_ms = Some(resolved.dns_ms);
-        let endpoint = Endpoint {
-            scheme_https: target.url.scheme() == "https",
-            host: resolved.host.clone(),
-            port: resolved.port,
-            addrs: resolved.addrs.clone(),
-            dns_ms: Some(resolved.dns_ms),
-        };
-        let mut transport = HttpTransport::new(endpoint, self.settings.tls.clone(), deadline);
+        let mut url = target.url.clone();
         let mut headers = HeaderMap::new();
         if let Some(credential) = &target.credential {
             headers.insert(credential.header_name().clone(), credential.value().clone());
         }
-        let eras = match target.transport.era() {
-            Some(era) => vec![era],
-            None => SequenceConfig::auto(
-                self.eras
-                    .lock()
-                    .expect("not poisoned")
-                    .get(&origin)
-                    .copied(),
-            ),
+        let mut redirects = 0;
+        let (transport, outcome) = loop {
+            let resolved = match target_guard::resolve_checked(
+                &url,
+                &self.settings.policy,
+                deadline.saturating_duration_since(Instant::now()),
+            )
+            .await
+            {
+                Ok(resolved) => resolved,
+                Err(e) => {
+                    let (reason, phase) = match e.failure_reason() {
+                        Some(found) => found,
+                        // The target itself is refused: configuration, not health.
+                        None if redirects == 0 => return Err(not_probed(target, &e)),
+                        // A redirect somewhere the policy forbids: the endpoint does not
+                        // serve MCP where the prober may go.
+                        None => (FailureReason::NotJsonrpc, Some(Phase::Connect)),
+                    };
+                    result.failure_reason = Some(reason);
+                    result.failure_phase = phase;
+                    result.failure_detail = Some(if redirects == 0 {
+                        e.to_string()
+                    } else {
+                        format!("after {redirects} redirect(s): {e}")
+                    });
+                    result.total_ms = Some(ms(started));
+                    return Ok(result);
+                }
+            };
+            if redirects == 0 {
+                result.phases.dns_ms = Some(resolved.dns_ms);
+            }
+            let endpoint = Endpoint {
+                scheme_https: url.scheme() == "https",
+                host: resolved.host.clone(),
+                port: resolved.port,
+                addrs: resolved.addrs.clone(),
+                dns_ms: Some(resolved.dns_ms),
+            };
+            let mut transport = HttpTransport::new(endpoint, self.settings.tls.clone(), deadline);
+            let eras = match target.transport.era() {
+                Some(era) => vec![era],
+                None => SequenceConfig::auto(
+                    self.eras
+                        .lock()
+                        .expect("not poisoned")
+                        .get(&origin)
+                        .copied(),
+                ),
+            };
+            let config = SequenceConfig {
+                eras,
+                max_pages: self.settings.max_pages,
+                headers: headers.clone(),
+            };
+            let outcome = sequence::run(&mut transport, &url, &config).await;
+            let next = outcome
+                .failure
+                .as_ref()
+                .and_then(|f| f.redirect.as_deref())
+                .map(|location| url.join(location));
+            match next {
+                Some(Ok(next)) if redirects < self.settings.max_redirects => {
+                    if !matches!(next.scheme(), "http" | "https") {
+                        break (transport, outcome);
+                    }
+                    if next.origin() != url.origin() {
+                        // Like browsers and curl: credentials never follow a redirect to
+                        // another origin.
+                        headers.clear();
+                    }
+                    redirects += 1;
+                    url = next;
+                }
+                _ => break (transport, outcome),
+            }
         };
-        let config = SequenceConfig {
-            eras,
-            max_pages: self.settings.max_pages,
-            headers,
-        };
-        let outcome = sequence::run(&mut transport, &target.url, &config).await;
         let total = started.elapsed();
 
         let phases = transport.phases();

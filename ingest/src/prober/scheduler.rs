@@ -303,11 +303,27 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(prober: Arc<Prober>, sink: Arc<dyn ResultSink>, max_concurrency: usize) -> Self {
+        Self::with_stats(
+            prober,
+            sink,
+            max_concurrency,
+            Arc::new(SchedulerStats::default()),
+        )
+    }
+
+    /// A scheduler counting into `stats` (so counters survive a reload of the targets,
+    /// which replaces the scheduler).
+    pub fn with_stats(
+        prober: Arc<Prober>,
+        sink: Arc<dyn ResultSink>,
+        max_concurrency: usize,
+        stats: Arc<SchedulerStats>,
+    ) -> Self {
         Self {
             prober,
             sink,
             permits: Arc::new(Semaphore::new(max_concurrency.max(1))),
-            stats: Arc::new(SchedulerStats::default()),
+            stats,
         }
     }
 

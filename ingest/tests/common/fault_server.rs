@@ -17,6 +17,13 @@
 //! | `session-404` | `tools/list` answers 404 for the session |
 //! | `hang-initialize` | never answers initialize |
 //! | `hang-tools` | never answers `tools/list` |
+//! | `redirect` | 307 to `/good/mcp` on the same server |
+//! | `redirect-loop` | 307 to itself, forever |
+//! | `redirect-metadata` | 307 to the cloud metadata address `169.254.169.254` |
+//! | `redirect-to?to=URL` | 307 to `URL` |
+//!
+//! [`FaultServer::start_tls`] serves the same paths over TLS with a given certificate.
+//! Every request's `Authorization` header is recorded ([`FaultServer::authorizations`]).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -33,16 +40,23 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+/// `(mode, Authorization header)` of a request.
+pub type SeenAuthorization = (String, Option<String>);
+
 #[derive(Clone, Default)]
 struct Shared {
     /// Open legacy SSE streams by session id.
     streams: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<String>>>>,
     next_session: Arc<std::sync::atomic::AtomicU64>,
+    /// `(mode, Authorization)` of every JSON-RPC request.
+    authorizations: Arc<Mutex<Vec<SeenAuthorization>>>,
 }
 
 /// A running fault server; stops when dropped.
 pub struct FaultServer {
     pub addr: SocketAddr,
+    https: bool,
+    shared: Shared,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -56,24 +70,93 @@ impl FaultServer {
     pub async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = Router::new()
-            .route("/sse/mcp", get(sse_stream).post(method_not_allowed))
-            .route("/sse/messages", post(sse_message))
-            .route(
-                "/{mode}/mcp",
-                post(rpc).delete(end_session).get(method_not_allowed),
-            )
-            .with_state(Shared::default());
+        let shared = Shared::default();
+        let app = router(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { addr, task }
+        Self {
+            addr,
+            https: false,
+            shared,
+            task,
+        }
+    }
+
+    /// The same server over TLS with the certificate chain `certs` and its PKCS#8 `key`;
+    /// its URLs name `localhost`.
+    pub async fn start_tls(
+        certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+        key: Vec<u8>,
+    ) -> Self {
+        use hyper_util::rt::TokioIo;
+        use hyper_util::service::TowerToHyperService;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.into());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Shared::default();
+        let app = router(shared.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    // A client refusing the certificate ends the handshake: nothing to serve.
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
+                            .await;
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            https: true,
+            shared,
+            task,
+        }
+    }
+
+    /// `(mode, Authorization header)` of every JSON-RPC request so far.
+    pub fn authorizations(&self) -> Vec<SeenAuthorization> {
+        self.shared.authorizations.lock().unwrap().clone()
     }
 
     /// The MCP endpoint of `mode`.
     pub fn url(&self, mode: &str) -> String {
-        format!("http://{}/{mode}/mcp", self.addr)
+        if self.https {
+            format!("https://localhost:{}/{mode}/mcp", self.addr.port())
+        } else {
+            format!("http://{}/{mode}/mcp", self.addr)
+        }
     }
+}
+
+fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/sse/mcp", get(sse_stream).post(method_not_allowed))
+        .route("/sse/messages", post(sse_message))
+        .route(
+            "/{mode}/mcp",
+            post(rpc).delete(end_session).get(method_not_allowed),
+        )
+        .with_state(shared)
+}
+
+fn redirect(to: &str) -> Response {
+    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+    response
+        .headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_str(to).unwrap());
+    response
 }
 
 fn result(id: &Value, result: Value) -> Value {
@@ -130,7 +213,27 @@ async fn hang() -> Response {
     StatusCode::OK.into_response()
 }
 
-async fn rpc(Path(mode): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn rpc(
+    State(shared): State<Shared>,
+    Path(mode): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    shared.authorizations.lock().unwrap().push((
+        mode.clone(),
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    ));
+    match mode.as_str() {
+        "redirect" => return redirect("/good/mcp"),
+        "redirect-loop" => return redirect("/redirect-loop/mcp"),
+        "redirect-metadata" => return redirect("http://169.254.169.254/latest/meta-data/"),
+        "redirect-to" => return redirect(query.get("to").map(String::as_str).unwrap_or("/")),
+        _ => {}
+    }
     let Ok(message) = serde_json::from_slice::<Value>(&body) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
