@@ -532,8 +532,7 @@ mod tests {
             Some("https://other.example/mcp?token=abc")
         );
         assert_eq!(
-            redirect.detail,
-            "HTTP 308 redirect to https://other.example/mcp",
+            redirect.detail, "HTTP 308 redirect to https://other.example/mcp",
             "the detail leaves out the query"
         );
         let nowhere = classify_status(StatusCode::FOUND, &empty, Phase::Discover).unwrap();

@@ -619,6 +619,51 @@ mod tests {
         assert!(buckets.iter().all(|&n| n < 70), "{buckets:?}");
     }
 
+    mod ingest_sink {
+        use super::super::*;
+        use crate::stats::IngestStats;
+        use crate::{Backpressure, Edge, IngestConfig};
+        use mcpulse_bus::Bus;
+        use mcpulse_bus::embedded::{EmbeddedBus, EmbeddedConfig};
+        use mcpulse_schemas::Topics;
+
+        /// A sink over an embedded log whose backpressure the test controls.
+        fn sink(dir: &std::path::Path, give_up_after: Duration) -> (IngestSink, Arc<IngestStats>) {
+            let bus = EmbeddedBus::open(EmbeddedConfig::new(dir)).unwrap();
+            let pressure = Backpressure::new(1 << 20, 10, Duration::from_millis(50));
+            let stats = Arc::new(IngestStats::default());
+            let edge = Edge::new(
+                bus.producer(),
+                IngestConfig::default(),
+                pressure,
+                stats.clone(),
+            );
+            let sink = IngestSink::new(ProbeIngest::new(edge, &Topics::default()))
+                .with_give_up_after(give_up_after);
+            (sink, stats)
+        }
+
+        fn result(server: &str) -> ProbeResult {
+            let mut r = ProbeResult::new(server, "eu", chrono::Utc::now());
+            r.ok = true;
+            r
+        }
+
+        #[tokio::test]
+        async fn one_invalid_result_does_not_take_its_batch_with_it() {
+            let dir = tempfile::tempdir().unwrap();
+            let (sink, stats) = sink(dir.path(), Duration::from_secs(1));
+            let mut bad = result("bad");
+            bad.ok = false; // a failed result must name its failure_reason
+            let err = sink
+                .deliver("acme", vec![result("a"), bad, result("b")])
+                .await
+                .unwrap_err();
+            assert!(err.starts_with("1 of 3 results refused"), "{err}");
+            assert_eq!(stats.probes_accepted.load(Relaxed), 2);
+        }
+    }
+
     #[test]
     fn stats_render() {
         let stats = SchedulerStats::default();
