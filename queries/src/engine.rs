@@ -100,6 +100,7 @@ impl QueryEngine {
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
+        crate::hdr::register(&ctx);
         self.catalog.register_store(&ctx);
         for table in Table::ALL {
             let listing = self

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod config;
 pub mod engine;
 pub mod format;
+pub mod hdr;
 pub mod http;
 pub mod time_pruning;
 
@@ -13,3 +14,4 @@ pub use catalog::ArchiveCatalog;
 pub use config::QueryConfig;
 pub use engine::{QueryEngine, QueryError, Scope};
 pub use format::OutputFormat;
+pub use hdr::register as register_hdr_functions;

@@ -4,6 +4,7 @@
 //! This crate does no I/O.
 
 pub mod env;
+pub mod latency_hist;
 pub mod metrics;
 pub mod probe;
 pub mod tables;
