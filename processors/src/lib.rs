@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod dlq;
+pub mod drift;
 pub mod failpoint;
 pub mod operator;
 pub mod runtime;
