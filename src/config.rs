@@ -14,6 +14,8 @@ use mcpulse_ingest::auth::{AuthConfig, Authenticator};
 use mcpulse_ingest::prober::config::ProberConfig;
 use mcpulse_processors::RuntimeConfig;
 use mcpulse_processors::archive::ArchiveConfig;
+use mcpulse_processors::drift::DriftConfig;
+use mcpulse_processors::signals::config::SignalsConfig;
 use mcpulse_queries::QueryConfig;
 use mcpulse_schemas::Topics;
 use mcpulse_schemas::env as config_env;
@@ -53,6 +55,12 @@ pub struct Config {
     /// The built-in MCP prober (`targets.yaml`, region, limits).
     #[serde(default)]
     pub prober: ProberConfig,
+    /// The golden-signals operator and its alert rules.
+    #[serde(default)]
+    pub signals: SignalsConfig,
+    /// The schema-drift operator.
+    #[serde(default)]
+    pub drift: DriftConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -232,6 +240,8 @@ impl Config {
             )));
         }
         self.prober.validate().map_err(ConfigError)?;
+        self.signals.validate().map_err(ConfigError)?;
+        self.drift.validate().map_err(ConfigError)?;
         if self.query.max_rows == 0 {
             return Err(ConfigError("query.max_rows: must be positive".into()));
         }

@@ -97,7 +97,12 @@ fn tenants_see_only_their_rows_whatever_the_sql() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body,
-        serde_json::json!([{"table_name": "probes"}, {"table_name": "spans"}])
+        serde_json::json!([
+            {"table_name": "drift"},
+            {"table_name": "probes"},
+            {"table_name": "signals"},
+            {"table_name": "spans"}
+        ])
     );
 
     let (status, rows) = sql(

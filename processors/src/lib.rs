@@ -9,6 +9,8 @@ pub mod drift;
 pub mod failpoint;
 pub mod operator;
 pub mod runtime;
+pub mod signals;
+pub mod stateful;
 pub mod stats;
 
 pub use operator::{Operator, OperatorError};

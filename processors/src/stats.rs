@@ -9,6 +9,9 @@ use mcpulse_schemas::metrics::{MetricsSource, PromWriter};
 pub struct RuntimeStats {
     pub records: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Records an analytic operator could not use (counted and skipped; the archivers
+    /// dead-letter them).
+    pub skipped_records: AtomicU64,
     pub flushes: AtomicU64,
     pub flush_errors: AtomicU64,
     pub commits: AtomicU64,
@@ -49,6 +52,12 @@ impl MetricsSource for NamedStats {
             "Records that could not be decoded and went to the dead-letter topic.",
             &l,
             s.dead_lettered.load(Relaxed),
+        );
+        out.counter(
+            "mcpulse_processor_skipped_records_total",
+            "Records an analytic operator could not use (undecodable, no tenant); counted and skipped.",
+            &l,
+            s.skipped_records.load(Relaxed),
         );
         out.counter(
             "mcpulse_processor_flushes_total",

@@ -163,7 +163,7 @@ async fn merged_p99_equals_p99_of_all_values() {
     raw.sort_by(f64::total_cmp);
     let exact = raw[(0.99 * raw.len() as f64).ceil() as usize - 1];
     let error = (p99 - exact).abs() / exact;
-    assert!(error <= 0.001, "p99 {p99} ms vs exact {exact} ms: {error}");
+    assert!(error <= 0.01, "p99 {p99} ms vs exact {exact} ms: {error}");
 }
 
 #[tokio::test]
@@ -347,9 +347,9 @@ async fn quantile_column_and_out_of_range_quantiles() {
     let qs = f64_column(&batch, 0);
     assert_eq!(qs.value(0), 1.0);
     assert_eq!(qs.value(1), quantile_ms(&h, 0.5).unwrap());
-    // The highest value equivalent to 100 ms at 3 significant digits.
+    // The highest value equivalent to 100 ms at 2 significant digits (within 1/128).
     let max = quantile_ms(&h, 1.0).unwrap();
-    assert!((100.0..100.1).contains(&max), "{max}");
+    assert!((100.0..100.8).contains(&max), "{max}");
     assert_eq!(qs.value(2), max);
     assert!(qs.is_null(3));
 

@@ -4,12 +4,14 @@
 //! This crate does no I/O.
 
 pub mod env;
+pub mod finding;
 pub mod latency_hist;
 pub mod metrics;
 pub mod probe;
 pub mod tables;
 pub mod topics;
 
+pub use finding::{Finding, FindingKind, FindingStatus, Severity};
 pub use probe::{FailureReason, FieldError, Phase, PhaseTimings, ProbeResult, ProtocolEra};
 pub use tables::Table;
 pub use topics::Topics;

@@ -22,16 +22,22 @@ pub const META_MAX_TIME: &str = "mcpulse.max_time";
 pub enum Table {
     Spans,
     Probes,
+    /// One-minute golden-signal rollups (from spans and from probes).
+    Signals,
+    /// Confirmed tool-list changes and inconsistent fleets.
+    Drift,
 }
 
 impl Table {
-    pub const ALL: [Table; 2] = [Table::Spans, Table::Probes];
+    pub const ALL: [Table; 4] = [Table::Spans, Table::Probes, Table::Signals, Table::Drift];
 
     /// Table (and folder) name.
     pub fn name(self) -> &'static str {
         match self {
             Table::Spans => "spans",
             Table::Probes => "probes",
+            Table::Signals => "signals",
+            Table::Drift => "drift",
         }
     }
 
@@ -40,6 +46,8 @@ impl Table {
         match self {
             Table::Spans => SPANS.clone(),
             Table::Probes => PROBES.clone(),
+            Table::Signals => SIGNALS.clone(),
+            Table::Drift => DRIFT.clone(),
         }
     }
 
@@ -48,6 +56,8 @@ impl Table {
         match self {
             Table::Spans => spans::START_TIME,
             Table::Probes => probes::TIME,
+            Table::Signals => signals::TIME,
+            Table::Drift => drift::TIME,
         }
     }
 
@@ -56,6 +66,8 @@ impl Table {
         match self {
             Table::Spans => spans::SERVICE_NAME,
             Table::Probes => probes::SERVER,
+            Table::Signals => signals::SERVER,
+            Table::Drift => drift::SERVER,
         }
     }
 }
@@ -152,6 +164,112 @@ pub mod probes {
     pub const LABELS: &str = "labels";
     pub const PROBER: &str = "prober";
 }
+
+/// Column names of `signals`: one row per series and event-time minute.
+pub mod signals {
+    /// Start of the minute (UTC).
+    pub const TIME: &str = "time";
+    /// `spans` (calls to a tool/method) or `probes` (probe results of one region).
+    pub const SOURCE: &str = "source";
+    pub const SERVER: &str = "server";
+    /// `gen_ai.tool.name` of the spans (spans rows).
+    pub const TOOL: &str = "tool";
+    /// `mcp.method.name` of the spans (spans rows).
+    pub const METHOD: &str = "method";
+    /// Probing region (probes rows).
+    pub const REGION: &str = "region";
+    /// Calls (spans rows) or probes run (probes rows).
+    pub const CALLS: &str = "calls";
+    /// Failed calls (status ERROR or `error.type` set) or failed probes.
+    pub const ERRORS: &str = "errors";
+    pub const ERROR_RATE: &str = "error_rate";
+    /// Serialized HdrHistogram (V2) of latencies in microseconds: merge with
+    /// `hdr_merge`, read with `hdr_quantile`.
+    pub const LATENCY_HIST: &str = "latency_hist";
+    pub const P50_MS: &str = "p50_ms";
+    pub const P90_MS: &str = "p90_ms";
+    pub const P95_MS: &str = "p95_ms";
+    pub const P99_MS: &str = "p99_ms";
+    pub const MAX_MS: &str = "max_ms";
+    /// Peak calls in flight at once during the minute (spans rows).
+    pub const PEAK_IN_FLIGHT: &str = "peak_in_flight";
+    /// Share of successful probes (probes rows).
+    pub const AVAILABILITY: &str = "availability";
+    /// The row folds series beyond the tenant's cardinality cap.
+    pub const OVERFLOW: &str = "overflow";
+    /// 0 for the row written when the window closed.
+    pub const REVISION: &str = "revision";
+}
+
+/// Column names of `drift`: one row per confirmed tool-list change or inconsistent fleet.
+pub mod drift {
+    /// Event time of the probe that confirmed it.
+    pub const TIME: &str = "time";
+    pub const SERVER: &str = "server";
+    /// `schema_drift` or `fleet_inconsistent`.
+    pub const KIND: &str = "kind";
+    pub const OLD_HASH: &str = "old_hash";
+    pub const NEW_HASH: &str = "new_hash";
+    /// `breaking`, `additive` or `cosmetic` (the worst change), null when unknown.
+    pub const WORST: &str = "worst";
+    pub const BREAKING: &str = "breaking";
+    pub const ADDITIVE: &str = "additive";
+    pub const COSMETIC: &str = "cosmetic";
+    /// JSON list of the classified changes.
+    pub const CHANGES: &str = "changes";
+    pub const OLD_TOOL_COUNT: &str = "old_tool_count";
+    pub const NEW_TOOL_COUNT: &str = "new_tool_count";
+    /// What explains the row (e.g. the alternating hashes of an inconsistent fleet).
+    pub const DETAIL: &str = "detail";
+}
+
+static SIGNALS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    use signals::*;
+    let s = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    let ms = |name: &str| Field::new(name, DataType::Float64, true);
+    Arc::new(Schema::new(vec![
+        Field::new(TIME, timestamp_type(), false),
+        s(SOURCE, false),
+        s(SERVER, false),
+        s(TOOL, true),
+        s(METHOD, true),
+        s(REGION, true),
+        Field::new(CALLS, DataType::Int64, false),
+        Field::new(ERRORS, DataType::Int64, false),
+        Field::new(ERROR_RATE, DataType::Float64, false),
+        Field::new(LATENCY_HIST, DataType::Binary, true),
+        ms(P50_MS),
+        ms(P90_MS),
+        ms(P95_MS),
+        ms(P99_MS),
+        ms(MAX_MS),
+        Field::new(PEAK_IN_FLIGHT, DataType::Int64, true),
+        Field::new(AVAILABILITY, DataType::Float64, true),
+        Field::new(OVERFLOW, DataType::Boolean, false),
+        Field::new(REVISION, DataType::Int32, false),
+    ]))
+});
+
+static DRIFT: LazyLock<SchemaRef> = LazyLock::new(|| {
+    use drift::*;
+    let s = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    let n = |name: &str| Field::new(name, DataType::Int32, true);
+    Arc::new(Schema::new(vec![
+        Field::new(TIME, timestamp_type(), false),
+        s(SERVER, false),
+        s(KIND, false),
+        s(OLD_HASH, true),
+        s(NEW_HASH, true),
+        s(WORST, true),
+        n(BREAKING),
+        n(ADDITIVE),
+        n(COSMETIC),
+        s(CHANGES, true),
+        n(OLD_TOOL_COUNT),
+        n(NEW_TOOL_COUNT),
+        s(DETAIL, true),
+    ]))
+});
 
 static SPANS: LazyLock<SchemaRef> = LazyLock::new(|| {
     use spans::*;

@@ -11,13 +11,14 @@ use std::sync::Arc;
 
 use mcpulse_schemas::metrics::MetricsSource;
 
+use super::analytics::start_analytics;
 use super::ingest::Edges;
 use super::lag::{LagMetrics, watch_lag};
 use super::prober::{ProberOverrides, ProberPlan};
 use super::process::start_archivers;
 use super::serve::query_router;
 use super::{
-    BoundAddrs, RoleInfo, Supervisor, archiver_groups, authenticator, bind, describe_bus, open_bus,
+    BoundAddrs, RoleInfo, Supervisor, authenticator, bind, describe_bus, open_bus, processor_groups,
 };
 use crate::Config;
 use crate::api::{Health, health_router};
@@ -45,12 +46,13 @@ pub async fn run(
     let archive = ArchiveLocation::open(&config)?;
     let mut sources: Vec<Arc<dyn MetricsSource>> = vec![Arc::new(RoleInfo("run"))];
     sources.extend(start_archivers(&config, &bus, &archive, &mut roles).await?);
+    sources.extend(start_analytics(&config, &bus, &archive, &mut roles).await?);
 
     let edges = Edges::new(&config, &bus);
     let lag = Arc::new(LagMetrics::default());
     roles.spawn_background(watch_lag(
         bus.clone(),
-        archiver_groups(&config),
+        processor_groups(&config),
         lag.clone(),
         Some(edges.pressure.clone()),
     ));

@@ -91,7 +91,7 @@ pub async fn run(
     let lag = Arc::new(LagMetrics::default());
     roles.spawn_background(watch_lag(
         bus.clone(),
-        vec![(GROUP_ARCHIVE_SPANS.to_string(), config.topics.spans())],
+        vec![(GROUP_ARCHIVE_SPANS.to_string(), vec![config.topics.spans()])],
         lag.clone(),
         Some(edges.pressure.clone()),
     ));

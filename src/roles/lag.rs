@@ -1,4 +1,4 @@
-//! Consumer lag of the archiver groups, read from the log every half second: shown on
+//! Consumer lag of the processor groups, read from the log every half second: shown on
 //! `/metrics` and, in ingest, turned into backpressure.
 
 use std::collections::BTreeMap;
@@ -66,11 +66,11 @@ impl MetricsSource for LagMetrics {
     }
 }
 
-/// Reads the status of every `(group, topic)` every 500 ms into `lag`; when `pressure` is
+/// Reads the status of every `(group, topics)` every 500 ms into `lag`; when `pressure` is
 /// given, the span archiver's total lag becomes ingest's backlog. Runs until aborted.
 pub async fn watch_lag(
     bus: DynBus,
-    groups: Vec<(String, String)>,
+    groups: Vec<(String, Vec<String>)>,
     lag: Arc<LagMetrics>,
     pressure: Option<Backpressure>,
 ) {
@@ -80,8 +80,8 @@ pub async fn watch_lag(
     let mut failing = vec![false; groups.len()];
     loop {
         tick.tick().await;
-        for ((group, topic), failing) in groups.iter().zip(failing.iter_mut()) {
-            match bus.status(group, std::slice::from_ref(topic)).await {
+        for ((group, topics), failing) in groups.iter().zip(failing.iter_mut()) {
+            match bus.status(group, topics).await {
                 Ok(status) => {
                     if *failing {
                         info!(group, "reading consumer lag works again");

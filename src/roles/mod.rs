@@ -17,6 +17,7 @@
 //! in-flight requests, drain the processors (flush, commit, leave the group), close the log.
 
 pub mod all;
+pub mod analytics;
 pub mod ingest;
 mod lag;
 pub mod prober;
@@ -63,6 +64,17 @@ pub fn archiver_groups(config: &Config) -> Vec<(String, String)> {
         (GROUP_ARCHIVE_SPANS.to_string(), config.topics.spans()),
         (GROUP_ARCHIVE_PROBES.to_string(), config.topics.probes()),
     ]
+}
+
+/// Every processor group that runs with this configuration and the topics it reads:
+/// the archivers, then the analytic operators that are enabled.
+pub fn processor_groups(config: &Config) -> Vec<(String, Vec<String>)> {
+    let mut groups: Vec<(String, Vec<String>)> = archiver_groups(config)
+        .into_iter()
+        .map(|(group, topic)| (group, vec![topic]))
+        .collect();
+    groups.extend(analytics::analytic_groups(config));
+    groups
 }
 
 /// Fails unless the log can be shared between processes (the embedded log cannot).

@@ -1,5 +1,6 @@
-//! `mcpulse process`: the stream processors (the span and probe archivers), each a member
-//! of its consumer group; run as many instances as there are partitions to share.
+//! `mcpulse process`: the stream processors (the span and probe archivers, the signals
+//! and drift operators), each a member of its consumer group; run as many instances as
+//! there are partitions to share.
 
 use std::sync::Arc;
 
@@ -10,8 +11,8 @@ use mcpulse_schemas::metrics::MetricsSource;
 
 use super::lag::{LagMetrics, watch_lag};
 use super::{
-    BoundAddrs, GROUP_ARCHIVE_PROBES, GROUP_ARCHIVE_SPANS, RoleInfo, Supervisor, archiver_groups,
-    archiver_runtime, bind, describe_bus, open_bus, require_shared_log,
+    BoundAddrs, GROUP_ARCHIVE_PROBES, GROUP_ARCHIVE_SPANS, RoleInfo, Supervisor, archiver_runtime,
+    bind, describe_bus, open_bus, processor_groups, require_shared_log,
 };
 use crate::Config;
 use crate::api::{Health, health_router};
@@ -79,10 +80,11 @@ pub async fn run(
     let bus = open_bus(&config).await?;
     let mut sources: Vec<Arc<dyn MetricsSource>> = vec![Arc::new(RoleInfo("process"))];
     sources.extend(start_archivers(&config, &bus, &archive, &mut roles).await?);
+    sources.extend(super::analytics::start_analytics(&config, &bus, &archive, &mut roles).await?);
     let lag = Arc::new(LagMetrics::default());
     roles.spawn_background(watch_lag(
         bus.clone(),
-        archiver_groups(&config),
+        processor_groups(&config),
         lag.clone(),
         None,
     ));

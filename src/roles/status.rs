@@ -5,7 +5,7 @@ use anyhow::Context;
 use mcpulse_bus::{BusError, GroupStatus};
 use serde::Serialize;
 
-use super::{GROUP_ARCHIVE_PROBES, GROUP_ARCHIVE_SPANS, archiver_groups, connect_bus};
+use super::{connect_bus, processor_groups};
 use crate::Config;
 use crate::config::BusConfig;
 
@@ -23,10 +23,10 @@ fn topics_of(config: &Config, group: &str, topics: &[String]) -> Vec<String> {
     if !topics.is_empty() {
         return topics.to_vec();
     }
-    archiver_groups(config)
+    processor_groups(config)
         .into_iter()
         .find(|(g, _)| g == group)
-        .map(|(_, topic)| vec![topic])
+        .map(|(_, topics)| topics)
         .unwrap_or_else(|| config.topics.all())
 }
 
@@ -38,7 +38,10 @@ pub async fn read(
     topics: &[String],
 ) -> anyhow::Result<Vec<GroupStatus>> {
     let groups: Vec<String> = if groups.is_empty() {
-        vec![GROUP_ARCHIVE_SPANS.into(), GROUP_ARCHIVE_PROBES.into()]
+        processor_groups(config)
+            .into_iter()
+            .map(|(g, _)| g)
+            .collect()
     } else {
         groups.to_vec()
     };
@@ -281,7 +284,16 @@ mod tests {
 
     #[test]
     fn topics_default_to_the_group_s_topic() {
+        use crate::roles::analytics::GROUP_SIGNALS;
+        use crate::roles::{GROUP_ARCHIVE_PROBES, GROUP_ARCHIVE_SPANS};
         let config = Config::embedded_default();
+        assert_eq!(
+            topics_of(&config, GROUP_SIGNALS, &[]),
+            vec![
+                "mcpulse.spans.v1".to_string(),
+                "mcpulse.probes.v1".to_string()
+            ]
+        );
         assert_eq!(
             topics_of(&config, GROUP_ARCHIVE_PROBES, &[]),
             vec!["mcpulse.probes.v1".to_string()]

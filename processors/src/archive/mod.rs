@@ -231,6 +231,8 @@ impl<F: TableFormat> Operator for Archiver<F> {
         match self.format.table() {
             mcpulse_schemas::Table::Spans => "archive-spans",
             mcpulse_schemas::Table::Probes => "archive-probes",
+            mcpulse_schemas::Table::Signals => "archive-signals",
+            mcpulse_schemas::Table::Drift => "archive-drift",
         }
     }
 

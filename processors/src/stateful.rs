@@ -1,0 +1,535 @@
+//! The shell every analytic operator (signals, drift, …) runs in: per log partition a
+//! piece of [`PartitionLogic`] whose state is checkpointed with the offsets it covers, and
+//! whose output — rows of one archive table and findings — is written idempotently.
+//!
+//! ## The flush protocol (per partition)
+//!
+//! 1. The logic proposes a *watermark* (its event-time clock) and closes what it covers,
+//!    giving rows and findings. This is deterministic given the state, the records since
+//!    the last checkpoint and the watermark.
+//! 2. If there is output, the flush is first recorded as *pending* (`{seq, last offset,
+//!    watermark}`) next to the checkpoint, then the rows are written as one object per
+//!    (tenant, date, hour) named `{topic}-{partition}-{seq}.parquet` and the findings
+//!    are appended to `findings.v1` (ids derived from their content).
+//! 3. The new state is checkpointed with the next offset and `seq + 1`, and only then is
+//!    that offset reported for commit.
+//!
+//! After a crash the partition restarts from its checkpoint: records below the
+//! checkpoint's offset are skipped (they are in the state — a committed offset may lag
+//! the checkpoint), and a pending flush is *replayed*: the partition flushes exactly
+//! when it reaches the recorded last offset, with the recorded watermark, so it writes
+//! the same objects under the same names (overwriting, never doubling) and emits
+//! findings with the same ids. A restart or rebalance therefore neither loses nor
+//! double-counts a window.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use mcpulse_bus::{Message, Offset, Producer, Record, TopicPartition};
+use mcpulse_schemas::Finding;
+use mcpulse_schemas::Table;
+use mcpulse_schemas::topics::{HEADER_CONTENT_TYPE, HEADER_TENANT, valid_tenant_id};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+
+use crate::archive::{ArchiveConfig, ArchiveTarget, ParquetEncoder, PartitionKey};
+use crate::operator::{Operator, OperatorError};
+use crate::stats::RuntimeStats;
+
+/// What one close produced.
+#[derive(Default)]
+pub struct Closed {
+    /// Rows of the operator's table, per hive partition.
+    pub rows: Vec<(PartitionKey, arrow::array::RecordBatch)>,
+    /// Findings, in emission order.
+    pub findings: Vec<Finding>,
+}
+
+impl Closed {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.findings.is_empty()
+    }
+}
+
+/// The per-partition logic of an analytic operator.
+pub trait PartitionLogic: Send + Sync + 'static {
+    /// The checkpointed state.
+    type State: Serialize + DeserializeOwned + Send + Sync;
+    /// What every partition's logic shares (configuration, metrics).
+    type Context: Send + Sync;
+
+    /// Rebuilds the logic of `tp` from a checkpoint (`None`: a fresh partition).
+    fn restore(context: &Self::Context, tp: &TopicPartition, state: Option<Self::State>) -> Self;
+
+    /// The state to checkpoint.
+    fn snapshot(&self) -> Self::State;
+
+    /// Takes one record of `tenant`. An error means the record cannot be used (it is
+    /// counted and skipped: the archivers own dead-lettering).
+    fn process(&mut self, tenant: &str, record: &Record) -> Result<(), String>;
+
+    /// The watermark (ns since the epoch) the next close may use: a function of what was
+    /// seen and, for idle partitions, of the wall clock.
+    fn watermark(&self) -> i64;
+
+    /// Closes everything the watermark covers (deterministic given state and watermark).
+    fn close(&mut self, watermark_ns: i64) -> Result<Closed, OperatorError>;
+}
+
+/// A flush whose output is being written (recorded before the first object).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingFlush {
+    pub seq: u64,
+    /// The last offset the flush covers.
+    pub last_offset: Offset,
+    pub watermark_ns: i64,
+}
+
+/// A checkpoint of one partition.
+#[derive(Debug, Serialize, Deserialize)]
+struct Checkpoint<S> {
+    /// Sequence number of the next flush with output.
+    seq: u64,
+    /// The offset after the last record the state covers.
+    next_offset: Offset,
+    state: S,
+}
+
+/// Reads and writes checkpoints and pending flushes under `{root}/_state/{operator}/`.
+#[derive(Clone)]
+pub struct CheckpointStore {
+    target: ArchiveTarget,
+    operator: &'static str,
+}
+
+impl CheckpointStore {
+    pub fn new(target: ArchiveTarget, operator: &'static str) -> Self {
+        Self { target, operator }
+    }
+
+    fn path(&self, tp: &TopicPartition, what: &str) -> Path {
+        self.target
+            .root
+            .clone()
+            .join("_state")
+            .join(self.operator)
+            .join(tp.topic.as_str())
+            .join(format!("{}.{what}.json", tp.partition).as_str())
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        tp: &TopicPartition,
+        what: &str,
+    ) -> Result<Option<T>, OperatorError> {
+        let path = self.path(tp, what);
+        match self.target.store.get(&path).await {
+            Ok(got) => {
+                let bytes = got.bytes().await.map_err(retryable)?;
+                serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                    OperatorError::Fatal(format!(
+                        "corrupt {what} of {} for {tp}: {e}",
+                        self.operator
+                    ))
+                })
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(retryable(e)),
+        }
+    }
+
+    async fn put<T: Serialize>(
+        &self,
+        tp: &TopicPartition,
+        what: &str,
+        value: &T,
+    ) -> Result<(), OperatorError> {
+        let body = serde_json::to_vec(value)
+            .map_err(|e| OperatorError::Fatal(format!("serializing {what}: {e}")))?;
+        self.target
+            .put_durable(&self.path(tp, what), Bytes::from(body))
+            .await
+    }
+
+    /// Removes the pending record of `tp` (after its checkpoint covers it).
+    async fn clear_pending(&self, tp: &TopicPartition) -> Result<(), OperatorError> {
+        match self.target.store.delete(&self.path(tp, "pending")).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(retryable(e)),
+        }
+    }
+}
+
+fn retryable(e: impl std::fmt::Display) -> OperatorError {
+    OperatorError::Retryable(e.to_string())
+}
+
+/// Settings of the shell.
+#[derive(Clone, Debug)]
+pub struct StatefulConfig {
+    /// Least time between two flushes of a partition.
+    pub flush_interval: Duration,
+    /// Header naming a record's tenant, and the tenant of records without it.
+    pub tenant_header: String,
+    pub default_tenant: Option<String>,
+}
+
+impl StatefulConfig {
+    pub fn from_archive(config: &ArchiveConfig) -> Self {
+        Self {
+            flush_interval: config.flush_interval,
+            tenant_header: config.tenant_header.clone(),
+            default_tenant: config.default_tenant.clone(),
+        }
+    }
+}
+
+/// Where findings go.
+#[derive(Clone)]
+pub struct FindingsOutput {
+    pub producer: Arc<dyn Producer>,
+    pub topic: String,
+}
+
+impl FindingsOutput {
+    /// Appends `findings` durably, one message each, keyed by correlation key.
+    pub async fn send(&self, findings: &[Finding]) -> Result<(), OperatorError> {
+        if findings.is_empty() {
+            return Ok(());
+        }
+        let messages = findings
+            .iter()
+            .map(|f| {
+                let value = serde_json::to_vec(f).expect("findings serialize");
+                Message::new(Some(Bytes::from(f.correlation_key())), value)
+                    .with_header(HEADER_TENANT, Bytes::from(f.tenant.clone()))
+                    .with_header(HEADER_CONTENT_TYPE, Bytes::from_static(b"application/json"))
+            })
+            .collect();
+        self.producer
+            .send(&self.topic, messages)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                if e.is_retryable() {
+                    OperatorError::Retryable(format!("appending findings: {e}"))
+                } else {
+                    OperatorError::Fatal(format!("appending findings: {e}"))
+                }
+            })
+    }
+}
+
+struct PartState<L> {
+    logic: L,
+    seq: u64,
+    /// The offset after the last record taken into the state.
+    next_offset: Offset,
+    /// The offset the last checkpoint covers.
+    checkpointed: Offset,
+    /// A flush to replay exactly (recovered after a crash).
+    forced: Option<PendingFlush>,
+    last_flush: Instant,
+    reported: Option<Offset>,
+    /// Output closed but not yet (completely) written.
+    unwritten: Option<Unwritten>,
+}
+
+struct Unwritten {
+    pending: PendingFlush,
+    /// Whether the pending record is stored.
+    recorded: bool,
+    closed: Closed,
+}
+
+/// An analytic operator: [`PartitionLogic`] per partition, checkpointed and written by
+/// the protocol of the module docs.
+pub struct StatefulOperator<L: PartitionLogic> {
+    name: &'static str,
+    table: Table,
+    encoder: ParquetEncoder,
+    target: ArchiveTarget,
+    checkpoints: CheckpointStore,
+    findings: FindingsOutput,
+    config: StatefulConfig,
+    partitions: HashMap<TopicPartition, PartState<L>>,
+    context: L::Context,
+    stats: Arc<RuntimeStats>,
+}
+
+impl<L: PartitionLogic> StatefulOperator<L> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &'static str,
+        context: L::Context,
+        table: Table,
+        target: ArchiveTarget,
+        archive: ArchiveConfig,
+        findings: FindingsOutput,
+        stats: Arc<RuntimeStats>,
+    ) -> Self {
+        Self {
+            name,
+            table,
+            encoder: ParquetEncoder::new(table, archive.clone()),
+            checkpoints: CheckpointStore::new(target.clone(), name),
+            target,
+            findings,
+            config: StatefulConfig::from_archive(&archive),
+            partitions: HashMap::new(),
+            context,
+            stats,
+        }
+    }
+
+    /// Overrides the flush interval (tests, benchmarks).
+    pub fn with_flush_interval(mut self, interval: Duration) -> Self {
+        self.config.flush_interval = interval;
+        self
+    }
+
+    /// The logic of `tp`, if the partition is loaded (tests, metrics).
+    pub fn logic(&self, tp: &TopicPartition) -> Option<&L> {
+        self.partitions.get(tp).map(|p| &p.logic)
+    }
+
+    /// All loaded partitions' logic.
+    pub fn logics(&self) -> impl Iterator<Item = (&TopicPartition, &L)> {
+        self.partitions.iter().map(|(tp, p)| (tp, &p.logic))
+    }
+
+    async fn load(&mut self, tp: &TopicPartition) -> Result<(), OperatorError> {
+        if self.partitions.contains_key(tp) {
+            return Ok(());
+        }
+        let checkpoint: Option<Checkpoint<L::State>> =
+            self.checkpoints.get(tp, "checkpoint").await?;
+        let pending: Option<PendingFlush> = self.checkpoints.get(tp, "pending").await?;
+        let (seq, next_offset, state) = match checkpoint {
+            Some(c) => (c.seq, c.next_offset, Some(c.state)),
+            None => (0, 0, None),
+        };
+        // A pending record older than the checkpoint was covered by it.
+        let forced = pending.filter(|p| p.seq == seq && p.last_offset >= next_offset);
+        if let Some(p) = &forced {
+            warn!(operator = self.name, %tp, seq = p.seq, last_offset = p.last_offset,
+                "replaying an unfinished flush");
+        }
+        debug!(operator = self.name, %tp, seq, next_offset, "partition state loaded");
+        self.partitions.insert(
+            tp.clone(),
+            PartState {
+                logic: L::restore(&self.context, tp, state),
+                seq,
+                next_offset,
+                checkpointed: next_offset,
+                forced,
+                last_flush: Instant::now(),
+                reported: None,
+                unwritten: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn tenant<'a>(&'a self, record: &'a Record) -> Result<&'a str, String> {
+        let header = self.config.tenant_header.as_str();
+        match record.header(header) {
+            Some(value) => std::str::from_utf8(value)
+                .ok()
+                .filter(|t| valid_tenant_id(t))
+                .ok_or_else(|| format!("{header} header is not a valid tenant id")),
+            None => self
+                .config
+                .default_tenant
+                .as_deref()
+                .ok_or_else(|| format!("missing {header} header")),
+        }
+    }
+
+    /// Whether `tp` may flush now (a replayed flush only at its recorded offset).
+    fn ready(&self, part: &PartState<L>, all: bool) -> bool {
+        if part.unwritten.is_some() {
+            return true;
+        }
+        match part.forced {
+            Some(p) => part.next_offset > p.last_offset,
+            None => all || part.last_flush.elapsed() >= self.config.flush_interval,
+        }
+    }
+
+    async fn flush_one(&mut self, tp: &TopicPartition) -> Result<(), OperatorError> {
+        let part = self.partitions.get_mut(tp).expect("loaded");
+        if part.unwritten.is_none() {
+            let (watermark, recorded) = match part.forced {
+                Some(p) => (p.watermark_ns, true),
+                None => (part.logic.watermark(), false),
+            };
+            // Closing changes the state: keep the output until it is written, so a failed
+            // write is retried with the same output rather than lost.
+            let closed = part.logic.close(watermark)?;
+            if !closed.is_empty() {
+                part.unwritten = Some(Unwritten {
+                    pending: PendingFlush {
+                        seq: part.seq,
+                        last_offset: part.next_offset.saturating_sub(1),
+                        watermark_ns: watermark,
+                    },
+                    recorded,
+                    closed,
+                });
+            }
+        }
+        if let Some(unwritten) = self.partitions[tp].unwritten.as_ref() {
+            if !unwritten.recorded {
+                self.checkpoints
+                    .put(tp, "pending", &unwritten.pending)
+                    .await?;
+                let part = self.partitions.get_mut(tp).expect("loaded");
+                part.unwritten.as_mut().expect("present").recorded = true;
+            }
+            let unwritten = self.partitions[tp].unwritten.as_ref().expect("present");
+            self.write(tp, unwritten.pending.seq, &unwritten.closed)
+                .await?;
+            crate::failpoint::hit("stateful.after_output");
+        }
+        let part = self.partitions.get_mut(tp).expect("loaded");
+        let wrote = part.unwritten.is_some();
+        let next_offset = part.next_offset;
+        let new_seq = if wrote { part.seq + 1 } else { part.seq };
+        if wrote || part.checkpointed != next_offset {
+            let checkpoint = Checkpoint {
+                seq: new_seq,
+                next_offset,
+                state: part.logic.snapshot(),
+            };
+            self.checkpoints.put(tp, "checkpoint", &checkpoint).await?;
+            if wrote {
+                self.checkpoints.clear_pending(tp).await?;
+            }
+        }
+        let part = self.partitions.get_mut(tp).expect("loaded");
+        part.seq = new_seq;
+        part.checkpointed = next_offset;
+        part.forced = None;
+        part.unwritten = None;
+        part.last_flush = Instant::now();
+        Ok(())
+    }
+
+    async fn write(
+        &self,
+        tp: &TopicPartition,
+        seq: u64,
+        closed: &Closed,
+    ) -> Result<(), OperatorError> {
+        let name = format!("{}-{}-{:020}.parquet", tp.topic, tp.partition, seq);
+        let writes = closed.rows.iter().map(|(key, rows)| {
+            let path = key.dir(&self.target.root, self.table).join(name.as_str());
+            async move {
+                let bytes = self.encoder.encode(rows, &key.tenant)?;
+                let len = bytes.len() as u64;
+                self.target.put_durable(&path, bytes).await?;
+                self.stats
+                    .rows_written
+                    .fetch_add(rows.num_rows() as u64, Relaxed);
+                self.stats.bytes_written.fetch_add(len, Relaxed);
+                self.stats.files_written.fetch_add(1, Relaxed);
+                Ok::<_, OperatorError>(())
+            }
+        });
+        futures::future::try_join_all(writes).await?;
+        self.findings.send(&closed.findings).await
+    }
+}
+
+#[async_trait]
+impl<L: PartitionLogic> Operator for StatefulOperator<L> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn process(&mut self, record: &Record) -> Result<(), OperatorError> {
+        let tp = record.topic_partition();
+        self.load(&tp).await?;
+        let part = &self.partitions[&tp];
+        if record.offset < part.next_offset {
+            // Already in the checkpointed state (the committed offset lags it).
+            return Ok(());
+        }
+        if let Some(p) = part.forced
+            && record.offset > p.last_offset
+            && part.next_offset <= p.last_offset
+        {
+            // Cannot happen with an ordered log; refuse rather than diverge.
+            return Err(OperatorError::Fatal(format!(
+                "{tp}: offset {} skips past the replayed flush ending at {}",
+                record.offset, p.last_offset
+            )));
+        }
+        let tenant = self.tenant(record).map(str::to_string);
+        let part = self.partitions.get_mut(&tp).expect("loaded");
+        match tenant.and_then(|t| part.logic.process(&t, record)) {
+            Ok(()) => {}
+            Err(e) => {
+                self.stats.skipped_records.fetch_add(1, Relaxed);
+                debug!(operator = self.name, %tp, offset = record.offset, error = %e, "record skipped");
+            }
+        }
+        part.next_offset = record.offset + 1;
+        Ok(())
+    }
+
+    fn skip(&mut self, tp: &TopicPartition, offset: Offset) {
+        if let Some(part) = self.partitions.get_mut(tp) {
+            part.next_offset = part.next_offset.max(offset + 1);
+        }
+    }
+
+    fn flush_due(&self) -> bool {
+        // Time alone is a reason: an idle partition's watermark moves with the clock.
+        self.partitions.values().any(|p| self.ready(p, false))
+    }
+
+    async fn flush(
+        &mut self,
+        partitions: Option<&[TopicPartition]>,
+        all: bool,
+    ) -> Result<Vec<(TopicPartition, Offset)>, OperatorError> {
+        let mut tps: Vec<TopicPartition> = match partitions {
+            Some(p) => p
+                .iter()
+                .filter(|tp| self.partitions.contains_key(tp))
+                .cloned()
+                .collect(),
+            None => self.partitions.keys().cloned().collect(),
+        };
+        tps.sort();
+        let mut commits = Vec::new();
+        for tp in tps {
+            if self.ready(&self.partitions[&tp], all) {
+                self.flush_one(&tp).await?;
+            }
+            let part = self.partitions.get_mut(&tp).expect("listed");
+            let durable = part.checkpointed;
+            if part.reported != Some(durable) && durable > 0 {
+                part.reported = Some(durable);
+                commits.push((tp, durable));
+            }
+        }
+        Ok(commits)
+    }
+
+    fn release(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            self.partitions.remove(tp);
+        }
+    }
+}
