@@ -4,7 +4,8 @@
 //! - [`McpServer::python`]: `tests/python/mcp_server.py`, on the official Python SDK
 //!   (`mcp` 2.x, pinned in tests/python/requirements.txt), over Streamable HTTP
 //!   (session or stateless mode, SSE or JSON answers) or HTTP+SSE (2024-11-05). Three
-//!   tools: `add`, `echo`, `weather`.
+//!   tools: `add`, `echo`, `weather` (a changed or alternating list with
+//!   [`McpServer::python_with_args`] and `--tools v2|alternate`).
 //! - [`McpServer::everything`]: `@modelcontextprotocol/server-everything` (npm, on the
 //!   TypeScript SDK), over Streamable HTTP (session mode) or HTTP+SSE.
 //! - [`McpServer::rmcp`]: `mcpulse-rmcp-test-server` (workspace member
@@ -140,6 +141,18 @@ impl McpServer {
     /// Starts `tests/python/mcp_server.py` on a free loopback port (the script binds
     /// port 0 itself) and waits, at most 30 s, for its `READY <url>` line.
     pub fn python(transport: Transport, options: PythonOptions) -> McpServer {
+        McpServer::python_with_args(transport, options, &[])
+    }
+
+    /// Like [`McpServer::python`], with more command-line arguments for the script after
+    /// the others, e.g. `["--tools", "v2"]` (the tool list, see the script's docs) or
+    /// `["--port", "PORT"]` to bind a given port instead of a free one (the last `--port`
+    /// wins), e.g. to restart a server on the same URL.
+    pub fn python_with_args(
+        transport: Transport,
+        options: PythonOptions,
+        extra_args: &[&str],
+    ) -> McpServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("server.log");
         let log_file = std::fs::File::create(&log).expect("server log");
@@ -169,6 +182,12 @@ impl McpServer {
                 cmd.args(["--transport", "sse"]);
                 "python mcp server (sse)".to_string()
             }
+        };
+        cmd.args(extra_args);
+        let name = if extra_args.is_empty() {
+            name
+        } else {
+            format!("{name} {}", extra_args.join(" "))
         };
         McpServer::spawn_until_ready(cmd, name, dir, log)
     }

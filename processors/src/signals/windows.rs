@@ -68,13 +68,49 @@ fn key_hash(
     h.finish()
 }
 
+/// An empty window histogram (the codec's bounds, 32-bit counts).
+fn new_window_histogram() -> Histogram<u32> {
+    let mut h = Histogram::new_with_bounds(
+        latency_hist::LOWEST,
+        latency_hist::INITIAL_HIGHEST,
+        latency_hist::SIGFIG,
+    )
+    .expect("the codec's bounds are valid");
+    h.auto(true);
+    h
+}
+
+/// The 64-bit histogram rows and the codec use.
+fn widen(h: &Histogram<u32>) -> Histogram<u64> {
+    let mut out = latency_hist::new_histogram();
+    for v in h.iter_recorded() {
+        // Auto-resizing: recording a value the source held cannot fail.
+        let _ = out.record_n(v.value_iterated_to(), u64::from(v.count_at_value()));
+    }
+    out
+}
+
+/// Back to 32-bit counts (a checkpoint's histograms).
+fn narrow(h: &Histogram<u64>) -> Result<Histogram<u32>, String> {
+    let mut out = new_window_histogram();
+    for v in h.iter_recorded() {
+        let count = u32::try_from(v.count_at_value())
+            .map_err(|_| "latency: a count exceeds 32 bits".to_string())?;
+        out.record_n(v.value_iterated_to(), count)
+            .map_err(|e| format!("latency: {e:?}"))?;
+    }
+    Ok(out)
+}
+
 /// One open window of one series.
 #[derive(Clone, Debug)]
 pub struct Window {
     pub minute: Minute,
     pub calls: u64,
     pub errors: u64,
-    pub latency: Histogram<u64>,
+    /// Latencies in microseconds, with 32-bit counts (half the memory of the 64-bit
+    /// histograms rows carry; a window never sees 4 billion calls of one value).
+    pub latency: Histogram<u32>,
     /// Difference array of calls in flight per 100 ms slot (allocated from the second
     /// call on; one call alone peaks at 1).
     pub in_flight: Option<Box<[i32]>>,
@@ -88,7 +124,7 @@ impl Window {
             minute,
             calls: 0,
             errors: 0,
-            latency: latency_hist::new_histogram(),
+            latency: new_window_histogram(),
             in_flight: None,
             first_call: None,
         }
@@ -361,7 +397,7 @@ impl Windows {
                             SignalSource::Spans => Some(w.peak_in_flight()),
                             SignalSource::Probes => None,
                         },
-                        latency: w.latency,
+                        latency: widen(&w.latency),
                         overflow: series.overflow,
                     });
                 } else {
@@ -413,8 +449,14 @@ impl Windows {
                     last_minute: s.last_minute,
                     calls: w.calls,
                     errors: w.errors,
-                    latency: hex::encode(latency_hist::encode(&w.latency)),
-                    in_flight: w.in_flight.as_ref().map(|d| d.to_vec()),
+                    latency: hex::encode(latency_hist::encode(&widen(&w.latency))),
+                    in_flight: w.in_flight.as_ref().map(|d| {
+                        d.iter()
+                            .enumerate()
+                            .filter(|(_, v)| **v != 0)
+                            .map(|(i, v)| (i as u16, *v))
+                            .collect()
+                    }),
                     first_call: w.first_call,
                 })
             })
@@ -454,10 +496,18 @@ impl Windows {
                 None => out.intern(w.key.clone(), hash, w.overflow, w.last_minute),
             };
             let bytes = hex::decode(&w.latency).map_err(|e| format!("latency: {e}"))?;
-            let latency = latency_hist::decode(&bytes).map_err(|e| format!("latency: {e}"))?;
+            let latency =
+                narrow(&latency_hist::decode(&bytes).map_err(|e| format!("latency: {e}"))?)?;
             let in_flight = match w.in_flight {
-                Some(v) if v.len() == SLOTS => Some(v.into_boxed_slice()),
-                Some(v) => return Err(format!("in_flight has {} slots", v.len())),
+                Some(entries) => {
+                    let mut diff = vec![0i32; SLOTS].into_boxed_slice();
+                    for (slot, v) in entries {
+                        *diff
+                            .get_mut(slot as usize)
+                            .ok_or_else(|| format!("in_flight slot {slot} out of range"))? = v;
+                    }
+                    Some(diff)
+                }
                 None => None,
             };
             out.series[id as usize].windows.push(Window {
@@ -484,8 +534,9 @@ pub struct WindowState {
     pub errors: u64,
     /// Hex of the V2-encoded histogram.
     pub latency: String,
+    /// The non-zero entries of the in-flight difference array: (slot, delta).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub in_flight: Option<Vec<i32>>,
+    pub in_flight: Option<Vec<(u16, i32)>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_call: Option<(u16, u16)>,
 }
