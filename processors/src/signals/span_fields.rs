@@ -425,10 +425,11 @@ fn scan_scope_spans<'a>(
     server: Option<&'a str>,
     out: &mut Vec<SpanFields<'a>>,
 ) -> Result<()> {
+    let mut recent = Recent::default();
     while r.more() {
         let key = r.key()?;
         if key == SCOPE_SPANS_SPAN {
-            out.push(scan_span(r.message()?, server)?);
+            out.push(scan_span(r.message()?, server, &mut recent)?);
         } else {
             r.skip_field(key, &SCOPE_SPANS)?;
         }
@@ -437,7 +438,11 @@ fn scan_scope_spans<'a>(
 }
 
 #[inline(always)]
-fn scan_span<'a>(mut r: Reader<'a>, server: Option<&'a str>) -> Result<SpanFields<'a>> {
+fn scan_span<'a>(
+    mut r: Reader<'a>,
+    server: Option<&'a str>,
+    recent: &mut Recent<'a>,
+) -> Result<SpanFields<'a>> {
     let mut fields = SpanFields {
         server,
         ..SpanFields::default()
@@ -456,7 +461,7 @@ fn scan_span<'a>(mut r: Reader<'a>, server: Option<&'a str>) -> Result<SpanField
             SPAN_START => fields.start_ns = r.fixed64()?,
             SPAN_END => fields.end_ns = r.fixed64()?,
             SPAN_ATTRIBUTES => {
-                scan_span_attribute(r.bytes()?, &mut fields, &mut error_type)?;
+                scan_span_attribute(r.bytes()?, &mut fields, &mut error_type, recent)?;
             }
             SPAN_STATUS => scan_status(r.message()?, &mut code)?,
             _ => r.skip_field(key, &SPAN)?,
@@ -491,6 +496,7 @@ fn scan_span_attribute<'a>(
     kv: &'a [u8],
     fields: &mut SpanFields<'a>,
     error_type: &mut bool,
+    recent: &mut Recent<'a>,
 ) -> Result<()> {
     // Fast path for the encoding every SDK produces: the key, then one value, both shorter
     // than 128 bytes. Reads the same as the general path below.
@@ -502,8 +508,8 @@ fn scan_span_attribute<'a>(
     {
         match attribute(key) {
             Attribute::Other => {}
-            Attribute::Tool => fields.tool = any_value_string(value)?,
-            Attribute::Method => fields.method = any_value_string(value)?,
+            Attribute::Tool => fields.tool = any_value_string(value, &mut recent.tool)?,
+            Attribute::Method => fields.method = any_value_string(value, &mut recent.method)?,
             Attribute::ErrorType => {
                 let mut v = Value::Unset;
                 scan_any_value(Reader::new(value), &mut v)?;
@@ -522,16 +528,31 @@ fn scan_span_attribute<'a>(
     Ok(())
 }
 
-/// The string of an `AnyValue` payload, if it is one.
+/// The last tool and method names checked for UTF-8 in this scope: spans of one scope
+/// mostly repeat a few, and comparing bytes is cheaper than validating them again. A
+/// repeated name is returned as the earlier `&str`: same text, same buffer.
+#[derive(Default)]
+struct Recent<'a> {
+    tool: &'a str,
+    method: &'a str,
+}
+
+/// The string of an `AnyValue` payload, if it is one; `recent` is the last one returned.
 #[inline(always)]
-fn any_value_string(payload: &[u8]) -> Result<Option<&str>> {
+fn any_value_string<'a>(payload: &'a [u8], recent: &mut &'a str) -> Result<Option<&'a str>> {
     // Fast path: nothing but a short string_value.
     if let [0x0a, len, ref s @ ..] = *payload
         && len < 0x80
         && s.len() == usize::from(len)
     {
+        if s == recent.as_bytes() {
+            return Ok(Some(*recent));
+        }
         return match std::str::from_utf8(s) {
-            Ok(s) => Ok(Some(s)),
+            Ok(s) => {
+                *recent = s;
+                Ok(Some(s))
+            }
             Err(_) => fail(payload, "string attribute value is not UTF-8"),
         };
     }
@@ -1386,7 +1407,8 @@ mod tests {
             1 => None,
             2 => Some(PbValue::StringValue(String::new())),
             3 => Some(PbValue::StringValue(
-                rng.pick(&["calc", "tools/call", "timeout", "é✓", "x"]).into(),
+                rng.pick(&["calc", "tools/call", "timeout", "é✓", "x"])
+                    .into(),
             )),
             4 => Some(PbValue::StringValue("é".repeat(rng.below(200) as usize))),
             5 => Some(PbValue::IntValue(rng.next() as i64 >> rng.below(64))),
