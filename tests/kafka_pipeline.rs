@@ -46,6 +46,8 @@ struct Setup {
     bus: &'static str,
     /// Extra lines of `archive:` (two-space indented).
     archive: &'static str,
+    /// Extra top-level YAML.
+    extra: &'static str,
 }
 
 impl Default for Setup {
@@ -54,6 +56,7 @@ impl Default for Setup {
             partitions: 4,
             bus: "",
             archive: "",
+            extra: "",
         }
     }
 }
@@ -98,12 +101,13 @@ impl Cluster {
             "bus:\n  kind: kafka\n  brokers: [\"{brokers}\"]\n  partitions: {partitions}\n  \
              producer_options:\n    batch.num.messages: 1\n{bus}\
              archive:\n  url: file://{archive}\n  flush_interval: 300ms\n{archive_extra}\
-             query:\n  max_rows: 1000000\n",
+             query:\n  max_rows: 1000000\n{extra}",
             brokers = self.brokers,
             partitions = self.setup.partitions,
             bus = self.setup.bus,
             archive = self.archive_dir().display(),
             archive_extra = self.setup.archive,
+            extra = self.setup.extra,
         );
         let config = dir.join("mcpulse.yaml");
         std::fs::write(&config, config_yaml(&dir.join("data"), &extra)).unwrap();
@@ -691,7 +695,9 @@ fn spans_survive_a_killed_processor_exactly_once() {
     let cluster = Cluster::start(Setup {
         partitions: 4,
         bus: "  session_timeout: 6s\n  delivery_timeout: 10s\n",
-        archive: "",
+        // Windows close soon after the load stops, so the totals can be checked.
+        extra: "signals:\n  allowed_lateness: 2s\n  idle_timeout: 3s\n  flush_interval: 500ms\n",
+        ..Setup::default()
     });
     let mut ingest = cluster.spawn("ingest", "ingest");
     // process-1 first, so that it leads both groups (see below), then process-2.
@@ -953,6 +959,29 @@ fn spans_survive_a_killed_processor_exactly_once() {
     );
     eprintln!("[{:?}] archive complete, no duplicates", started.elapsed());
 
+    // The signals operator, whose partitions also moved when process-2 died (its state
+    // restored from the checkpoint, the uncommitted records replayed), counted every MCP
+    // call exactly once.
+    let calls = cluster.count(
+        "SELECT count(*) AS n FROM spans WHERE mcp_method_name IS NOT NULL OR gen_ai_tool_name IS NOT NULL",
+    );
+    let sql =
+        "SELECT CAST(COALESCE(sum(calls), 0) AS BIGINT) AS n FROM signals WHERE source = 'spans'";
+    let counted = cluster.wait_count(sql, calls, Duration::from_secs(90));
+    // Settle: nothing more may arrive.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        (counted, cluster.count(sql)),
+        (calls, calls),
+        "signals counted {counted} calls, the archive holds {calls}\n--- p1:\n{}\n--- p2:\n{}",
+        p1.log(),
+        p2.log()
+    );
+    eprintln!(
+        "[{:?}] signals complete: {calls} calls, none doubled",
+        started.elapsed()
+    );
+
     // The serve role answers over the same shared archive.
     let mut serve = cluster.spawn("serve", "serve");
     for token in [OPERATOR_TOKEN, ACME_TOKEN] {
@@ -1005,6 +1034,7 @@ fn collector_style_producer_is_archived() {
         partitions: 1,
         bus: "",
         archive: "  default_tenant: collector\n",
+        ..Setup::default()
     });
     let mut run = cluster.spawn("run", "run");
     let mut expected: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
@@ -1300,7 +1330,7 @@ fn broker_outage_gives_retryable_errors() {
     let mut cluster = Cluster::start(Setup {
         partitions: 2,
         bus: "  delivery_timeout: 2s\n  request_timeout: 2s\n",
-        archive: "",
+        ..Setup::default()
     });
     let mut ingest = cluster.spawn("ingest", "ingest");
     let http_addr = ingest.addr("otlp_http");
@@ -1361,7 +1391,7 @@ fn outage_answers_within_the_delivery_timeout() {
     let mut cluster = Cluster::start(Setup {
         partitions: 2,
         bus: "  delivery_timeout: 2s\n  request_timeout: 2s\n",
-        archive: "",
+        ..Setup::default()
     });
     let ingest = cluster.spawn("ingest", "ingest");
     let http_addr = ingest.addr("otlp_http");
