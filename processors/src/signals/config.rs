@@ -110,3 +110,80 @@ pub fn load_rules(path: &std::path::Path) -> Result<RulesConfig, String> {
         format!("rules_file: {}: {at}: {}", path.display(), e.into_inner())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_carry_the_standard_rules() {
+        let config = SignalsConfig::default();
+        config.validate().unwrap();
+        let names: Vec<String> = config
+            .rules_config()
+            .unwrap()
+            .rules
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(
+            names,
+            ["tool-error-rate", "tool-latency-p95", "traffic-drop"]
+        );
+    }
+
+    #[test]
+    fn a_rules_file_replaces_the_rules_and_its_errors_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("rules.yaml");
+        std::fs::write(
+            &good,
+            "rules:\n  - name: slow\n    kind: latency\n    quantile: 0.99\n    threshold: 2s\n    for: 3m\n",
+        )
+        .unwrap();
+        let config = SignalsConfig {
+            rules_file: Some(good),
+            ..SignalsConfig::default()
+        };
+        config.validate().unwrap();
+        assert_eq!(config.rules_config().unwrap().rules.len(), 1);
+
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(
+            &bad,
+            "rules:\n  - name: x\n    kind: error_rate\n    treshold: 0.1\n",
+        )
+        .unwrap();
+        let err = SignalsConfig {
+            rules_file: Some(bad),
+            ..SignalsConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(
+            err.starts_with("signals.rules_file:")
+                && err.contains("rules[0]")
+                && err.contains("treshold"),
+            "{err}"
+        );
+
+        let missing = SignalsConfig {
+            rules_file: Some(dir.path().join("nope.yaml")),
+            ..SignalsConfig::default()
+        };
+        assert!(missing.validate().unwrap_err().contains("cannot read"));
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let err = SignalsConfig {
+            max_series_per_tenant: 0,
+            ..SignalsConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.starts_with("signals.max_series_per_tenant"), "{err}");
+        let parsed: Result<SignalsConfig, _> = serde_yaml_ng::from_str("server_attr: x\n");
+        assert!(parsed.unwrap_err().to_string().contains("unknown field"));
+    }
+}
