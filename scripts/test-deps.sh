@@ -169,6 +169,8 @@ import opentelemetry.exporter.otlp.json.http.trace_exporter
 import opentelemetry.proto.collector.trace.v1.trace_service_pb2
 import confluent_kafka
 import mcp.server.mcpserver
+import mcp.client
+import mcp.server._otel  # spans of the SDK itself (tests/python/instrumented_mcp.py)
 import uvicorn
 ' >&2
         echo "${WANT}" >"${STAMP}"
