@@ -3,6 +3,7 @@
 //!
 //! This crate does no I/O.
 
+pub mod alert;
 pub mod env;
 pub mod finding;
 pub mod latency_hist;
@@ -11,6 +12,7 @@ pub mod probe;
 pub mod tables;
 pub mod topics;
 
+pub use alert::{AlertAction, AlertEvent, AlertStatus};
 pub use finding::{Finding, FindingKind, FindingStatus, Severity};
 pub use probe::{FailureReason, FieldError, Phase, PhaseTimings, ProbeResult, ProtocolEra};
 pub use tables::Table;

@@ -1,0 +1,204 @@
+//! `AlertEvent`: one decided incident transition on `alerts.v1` (keyed by
+//! tenant/incident), the stream alert routing delivers, and one row of the `alerts` table.
+//!
+//! Payload boundaries (what may leave the system): one event per payload; no upstream IP
+//! addresses; no prober internals (probe ids, prober names); no identifiers of another
+//! tenant — a storm event carries its cause and counts, never member tenants or servers.
+//! [`AlertEvent::check_boundaries`] asserts them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::finding::Severity;
+
+/// The tenant that owns storm events (operator routes see them).
+pub const OPERATOR_TENANT: &str = "_operator";
+
+/// What happened to the incident.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertAction {
+    /// The incident opened: page.
+    Trigger,
+    /// Severity changed, flapping started, or the incident was suppressed by a storm.
+    Update,
+    /// The incident resolved (with its duration).
+    Resolve,
+    /// A failure that recovered inside the blip window: logged (P4), never paged.
+    Blip,
+}
+
+/// The state of the incident after the transition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    Open,
+    /// Held open while it keeps cycling.
+    Flapping,
+    /// Part of a storm: its tenant is not paged (unless opted in to provider notices).
+    Suppressed,
+    Resolved,
+}
+
+/// Storm details of a storm event (counts only: no member identities).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StormSummary {
+    pub provider: String,
+    pub region: String,
+    pub tenants: u64,
+    pub members: u64,
+}
+
+/// One decided transition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertEvent {
+    /// Unique per transition (derived from its content: a replay repeats it).
+    pub event_id: String,
+    /// Stable for one occurrence of the incident.
+    pub incident_id: String,
+    /// Stable for every occurrence of the subject (PagerDuty `dedup_key`, OpsGenie
+    /// `alias`).
+    pub dedup_key: String,
+    pub action: AlertAction,
+    pub status: AlertStatus,
+    /// The tenant that owns the incident ([`OPERATOR_TENANT`] for storms).
+    pub tenant: String,
+    /// The server (absent for storms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Failure class (`unreachable`, `tls`, …, `storm` for storms).
+    pub class: String,
+    pub severity: Severity,
+    /// `global`, `regional`, `degraded` or `finding`.
+    pub scope: String,
+    /// The failure reason of the last evidence, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Regions failing in the last evidence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    /// When the transition happened (event time).
+    pub time: DateTime<Utc>,
+    pub opened_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<u64>,
+    /// The storm this incident is suppressed by (its incident id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_id: Option<String>,
+    /// Storm details (storm events only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm: Option<StormSummary>,
+    /// One line for a human.
+    pub summary: String,
+    /// What caused the transition (verdict or finding evidence).
+    pub evidence: serde_json::Value,
+}
+
+impl AlertEvent {
+    /// The log key: one incident's events stay in order.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.tenant, self.incident_id)
+    }
+
+    /// Checks the payload boundaries: no IP address literal anywhere in the text of the
+    /// event, no prober internals, and (for storm events) no tenant or server named.
+    pub fn check_boundaries(&self) -> Result<(), String> {
+        let text = serde_json::to_string(self).map_err(|e| e.to_string())?;
+        for word in text.split(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':')) {
+            let word = word.trim_matches(|c| c == '.' || c == ':');
+            let v4 = word.parse::<std::net::Ipv4Addr>().is_ok()
+                || word.parse::<std::net::SocketAddrV4>().is_ok();
+            if v4 {
+                return Err(format!("an IPv4 address in the payload: {word}"));
+            }
+            if word.contains(':') && word.parse::<std::net::Ipv6Addr>().is_ok() {
+                return Err(format!("an IPv6 address in the payload: {word}"));
+            }
+        }
+        for internal in ["probe_id", "\"prober\""] {
+            if text.contains(internal) {
+                return Err(format!("prober internals in the payload: {internal}"));
+            }
+        }
+        if self.storm.is_some() && (self.tenant != OPERATOR_TENANT || self.server.is_some()) {
+            return Err("a storm event names a tenant or server".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> AlertEvent {
+        let t = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        AlertEvent {
+            event_id: "e".into(),
+            incident_id: "i".into(),
+            dedup_key: "mcpulse/acme/weather/unreachable".into(),
+            action: AlertAction::Trigger,
+            status: AlertStatus::Open,
+            tenant: "acme".into(),
+            server: Some("weather".into()),
+            class: "unreachable".into(),
+            severity: Severity::P1,
+            scope: "global".into(),
+            reason: Some("tcp_refused".into()),
+            regions: vec!["eu-west".into(), "us-east".into()],
+            time: t,
+            opened_at: t,
+            resolved_at: None,
+            duration_s: None,
+            storm_id: None,
+            storm: None,
+            summary: "weather unreachable from 2 of 2 regions".into(),
+            evidence: serde_json::json!({"detail": "tcp_refused from eu-west, us-east"}),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_passes_the_boundaries() {
+        let e = event();
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["action"], "trigger");
+        assert_eq!(json["severity"], "P1");
+        assert!(json.get("resolved_at").is_none());
+        assert_eq!(serde_json::from_value::<AlertEvent>(json).unwrap(), e);
+        e.check_boundaries().unwrap();
+        assert_eq!(e.key(), "acme/i");
+    }
+
+    #[test]
+    fn boundaries_catch_ips_internals_and_named_storm_members() {
+        let mut e = event();
+        e.evidence = serde_json::json!({"detail": "connect to 10.1.2.3:443 refused"});
+        assert!(e.check_boundaries().unwrap_err().contains("IPv4"));
+        let mut e = event();
+        e.evidence = serde_json::json!({"addr": "fd00::1"});
+        assert!(e.check_boundaries().unwrap_err().contains("IPv6"));
+        let mut e = event();
+        e.evidence = serde_json::json!({"probe_id": "acme/weather/eu/1"});
+        assert!(e.check_boundaries().is_err());
+        let mut e = event();
+        e.storm = Some(StormSummary {
+            provider: "render".into(),
+            region: "global".into(),
+            tenants: 40,
+            members: 41,
+        });
+        assert!(e.check_boundaries().unwrap_err().contains("storm"));
+        e.tenant = OPERATOR_TENANT.into();
+        e.server = None;
+        e.check_boundaries().unwrap();
+        // Times and versions are not addresses.
+        let mut e = event();
+        e.summary = "version 1.2.3 at 10:00:00".into();
+        e.check_boundaries().unwrap();
+    }
+}
