@@ -15,6 +15,7 @@ use mcpulse_ingest::prober::config::ProberConfig;
 use mcpulse_processors::RuntimeConfig;
 use mcpulse_processors::archive::ArchiveConfig;
 use mcpulse_processors::drift::DriftConfig;
+use mcpulse_processors::incidents::IncidentsConfig;
 use mcpulse_processors::signals::config::SignalsConfig;
 use mcpulse_queries::QueryConfig;
 use mcpulse_schemas::Topics;
@@ -61,6 +62,9 @@ pub struct Config {
     /// The schema-drift operator.
     #[serde(default)]
     pub drift: DriftConfig,
+    /// Verdicts, incidents, severity, dedup, flapping and storm correlation.
+    #[serde(default)]
+    pub incidents: IncidentsConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -242,6 +246,7 @@ impl Config {
         self.prober.validate().map_err(ConfigError)?;
         self.signals.validate().map_err(ConfigError)?;
         self.drift.validate().map_err(ConfigError)?;
+        self.incidents.validate().map_err(ConfigError)?;
         if self.query.max_rows == 0 {
             return Err(ConfigError("query.max_rows: must be positive".into()));
         }

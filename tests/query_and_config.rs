@@ -98,6 +98,7 @@ fn tenants_see_only_their_rows_whatever_the_sql() {
     assert_eq!(
         body,
         serde_json::json!([
+            {"table_name": "alerts"},
             {"table_name": "drift"},
             {"table_name": "probes"},
             {"table_name": "signals"},

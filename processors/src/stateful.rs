@@ -50,12 +50,21 @@ pub struct Closed {
     pub rows: Vec<(PartitionKey, arrow::array::RecordBatch)>,
     /// Findings, in emission order.
     pub findings: Vec<Finding>,
+    /// Other messages, in emission order, each for one of the outputs.
+    pub messages: Vec<(OutTopic, Message)>,
 }
 
 impl Closed {
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.findings.is_empty()
+        self.rows.is_empty() && self.findings.is_empty() && self.messages.is_empty()
     }
+}
+
+/// The topics an analytic operator writes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutTopic {
+    Findings,
+    Alerts,
 }
 
 /// The per-partition logic of an analytic operator.
@@ -191,14 +200,39 @@ impl StatefulConfig {
     }
 }
 
-/// Where findings go.
+/// Where findings (and alerts) go.
 #[derive(Clone)]
 pub struct FindingsOutput {
     pub producer: Arc<dyn Producer>,
+    /// `findings.v1`.
     pub topic: String,
+    /// `alerts.v1`.
+    pub alerts_topic: String,
 }
 
 impl FindingsOutput {
+    /// Appends `messages` durably, in order, per topic.
+    pub async fn send_messages(&self, messages: &[(OutTopic, Message)]) -> Result<(), OperatorError> {
+        for (which, topic) in [(OutTopic::Findings, &self.topic), (OutTopic::Alerts, &self.alerts_topic)] {
+            let batch: Vec<Message> = messages
+                .iter()
+                .filter(|(t, _)| *t == which)
+                .map(|(_, m)| m.clone())
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
+            self.producer.send(topic, batch).await.map_err(|e| {
+                if e.is_retryable() {
+                    OperatorError::Retryable(format!("appending to {topic}: {e}"))
+                } else {
+                    OperatorError::Fatal(format!("appending to {topic}: {e}"))
+                }
+            })?;
+        }
+        Ok(())
+    }
+
     /// Appends `findings` durably, one message each, keyed by correlation key.
     pub async fn send(&self, findings: &[Finding]) -> Result<(), OperatorError> {
         if findings.is_empty() {
@@ -446,7 +480,8 @@ impl<L: PartitionLogic> StatefulOperator<L> {
             }
         });
         futures::future::try_join_all(writes).await?;
-        self.findings.send(&closed.findings).await
+        self.findings.send(&closed.findings).await?;
+        self.findings.send_messages(&closed.messages).await
     }
 }
 

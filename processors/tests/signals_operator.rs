@@ -230,6 +230,7 @@ impl Harness {
             FindingsOutput {
                 producer: self.findings.clone(),
                 topic: "mcpulse.findings.v1".into(),
+                alerts_topic: "mcpulse.alerts.v1".into(),
             },
             Arc::new(RuntimeStats::default()),
         )

@@ -26,6 +26,23 @@ pub enum AlertAction {
     Resolve,
     /// A failure that recovered inside the blip window: logged (P4), never paged.
     Blip,
+    /// The incident is part of a storm (`storm_id`): its tenant is not paged for it
+    /// (unless opted in to provider notices, see [`AlertEvent::provider_outage`]). Sent
+    /// instead of the trigger of a member that had not paged yet, or as an update of one
+    /// that had.
+    Suppress,
+}
+
+impl AlertAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertAction::Trigger => "trigger",
+            AlertAction::Update => "update",
+            AlertAction::Resolve => "resolve",
+            AlertAction::Blip => "blip",
+            AlertAction::Suppress => "suppress",
+        }
+    }
 }
 
 /// The state of the incident after the transition.
@@ -38,6 +55,30 @@ pub enum AlertStatus {
     /// Part of a storm: its tenant is not paged (unless opted in to provider notices).
     Suppressed,
     Resolved,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Open => "open",
+            AlertStatus::Flapping => "flapping",
+            AlertStatus::Suppressed => "suppressed",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// What a tenant that opted in to "upstream provider outage" notices is told on the
+/// suppress event of its own incident: the shared cause, never who else it hits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderOutage {
+    pub provider: String,
+    /// The region, or `global`.
+    pub region: String,
+    /// The failure class of the shared cause.
+    pub class: String,
+    /// When the storm's first member opened.
+    pub since: DateTime<Utc>,
 }
 
 /// Storm details of a storm event (counts only: no member identities).
@@ -91,6 +132,9 @@ pub struct AlertEvent {
     /// Storm details (storm events only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storm: Option<StormSummary>,
+    /// On the suppress event of a tenant opted in to provider notices: the shared cause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_outage: Option<ProviderOutage>,
     /// One line for a human.
     pub summary: String,
     /// What caused the transition (verdict or finding evidence).
@@ -157,6 +201,7 @@ mod tests {
             duration_s: None,
             storm_id: None,
             storm: None,
+            provider_outage: None,
             summary: "weather unreachable from 2 of 2 regions".into(),
             evidence: serde_json::json!({"detail": "tcp_refused from eu-west, us-east"}),
         }

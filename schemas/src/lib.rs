@@ -12,7 +12,7 @@ pub mod probe;
 pub mod tables;
 pub mod topics;
 
-pub use alert::{AlertAction, AlertEvent, AlertStatus};
+pub use alert::{AlertAction, AlertEvent, AlertStatus, ProviderOutage, StormSummary};
 pub use finding::{Finding, FindingKind, FindingStatus, Severity};
 pub use probe::{FailureReason, FieldError, Phase, PhaseTimings, ProbeResult, ProtocolEra};
 pub use tables::Table;

@@ -26,10 +26,18 @@ pub enum Table {
     Signals,
     /// Confirmed tool-list changes and inconsistent fleets.
     Drift,
+    /// Incident transitions (what `alerts.v1` carries).
+    Alerts,
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [Table::Spans, Table::Probes, Table::Signals, Table::Drift];
+    pub const ALL: [Table; 5] = [
+        Table::Spans,
+        Table::Probes,
+        Table::Signals,
+        Table::Drift,
+        Table::Alerts,
+    ];
 
     /// Table (and folder) name.
     pub fn name(self) -> &'static str {
@@ -38,6 +46,7 @@ impl Table {
             Table::Probes => "probes",
             Table::Signals => "signals",
             Table::Drift => "drift",
+            Table::Alerts => "alerts",
         }
     }
 
@@ -48,6 +57,7 @@ impl Table {
             Table::Probes => PROBES.clone(),
             Table::Signals => SIGNALS.clone(),
             Table::Drift => DRIFT.clone(),
+            Table::Alerts => ALERTS.clone(),
         }
     }
 
@@ -58,6 +68,7 @@ impl Table {
             Table::Probes => probes::TIME,
             Table::Signals => signals::TIME,
             Table::Drift => drift::TIME,
+            Table::Alerts => alerts::TIME,
         }
     }
 
@@ -68,6 +79,7 @@ impl Table {
             Table::Probes => probes::SERVER,
             Table::Signals => signals::SERVER,
             Table::Drift => drift::SERVER,
+            Table::Alerts => alerts::SERVER,
         }
     }
 }
@@ -222,6 +234,67 @@ pub mod drift {
     /// What explains the row (e.g. the alternating hashes of an inconsistent fleet).
     pub const DETAIL: &str = "detail";
 }
+
+/// Column names of `alerts`: one row per incident transition (see `alert::AlertEvent`).
+pub mod alerts {
+    pub const TIME: &str = "time";
+    pub const EVENT_ID: &str = "event_id";
+    pub const INCIDENT_ID: &str = "incident_id";
+    pub const DEDUP_KEY: &str = "dedup_key";
+    /// `trigger`, `update`, `resolve` or `blip`.
+    pub const ACTION: &str = "action";
+    /// `open`, `flapping`, `suppressed` or `resolved`.
+    pub const STATUS: &str = "status";
+    /// The server (empty for storms, whose tenant is `_operator`).
+    pub const SERVER: &str = "server";
+    pub const CLASS: &str = "class";
+    pub const SEVERITY: &str = "severity";
+    pub const SCOPE: &str = "scope";
+    pub const REASON: &str = "reason";
+    /// Failing regions, comma-separated.
+    pub const REGIONS: &str = "regions";
+    pub const OPENED_AT: &str = "opened_at";
+    pub const RESOLVED_AT: &str = "resolved_at";
+    pub const DURATION_S: &str = "duration_s";
+    pub const STORM_ID: &str = "storm_id";
+    pub const STORM_PROVIDER: &str = "storm_provider";
+    pub const STORM_REGION: &str = "storm_region";
+    pub const STORM_TENANTS: &str = "storm_tenants";
+    pub const STORM_MEMBERS: &str = "storm_members";
+    pub const SUMMARY: &str = "summary";
+    /// JSON of what caused the transition.
+    pub const EVIDENCE: &str = "evidence";
+}
+
+static ALERTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    use alerts::*;
+    let s = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    let n = |name: &str| Field::new(name, DataType::Int64, true);
+    Arc::new(Schema::new(vec![
+        Field::new(TIME, timestamp_type(), false),
+        s(EVENT_ID, false),
+        s(INCIDENT_ID, false),
+        s(DEDUP_KEY, false),
+        s(ACTION, false),
+        s(STATUS, false),
+        s(SERVER, false),
+        s(CLASS, false),
+        s(SEVERITY, false),
+        s(SCOPE, false),
+        s(REASON, true),
+        s(REGIONS, true),
+        Field::new(OPENED_AT, timestamp_type(), false),
+        Field::new(RESOLVED_AT, timestamp_type(), true),
+        n(DURATION_S),
+        s(STORM_ID, true),
+        s(STORM_PROVIDER, true),
+        s(STORM_REGION, true),
+        n(STORM_TENANTS),
+        n(STORM_MEMBERS),
+        s(SUMMARY, false),
+        s(EVIDENCE, true),
+    ]))
+});
 
 static SIGNALS: LazyLock<SchemaRef> = LazyLock::new(|| {
     use signals::*;

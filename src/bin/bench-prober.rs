@@ -29,6 +29,10 @@ use mcpulse_ingest::prober::target_guard::TargetPolicy;
 use mcpulse_ingest::prober::targets::{Target, TransportHint};
 use serde_json::{Value, json};
 
+#[path = "bench_support/mod.rs"]
+mod bench_support;
+use bench_support::{peak_rss_mb, process_cpu};
+
 #[derive(Parser)]
 struct Args {
     /// Targets to probe.
@@ -198,11 +202,11 @@ fn bench(args: Args) -> anyhow::Result<()> {
         args.max_concurrency,
     );
     let n = targets.len();
-    let cpu_before = cpu_time();
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let results = runtime.block_on(scheduler.run_once(targets));
     let wall = started.elapsed();
-    let cpu = cpu_time() - cpu_before;
+    let cpu = process_cpu() - cpu_before;
     drop(child.stdin.take());
     let _ = child.wait();
 
@@ -260,28 +264,4 @@ fn bench(args: Args) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
-}
-
-fn cpu_time() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct it is given.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-/// Peak resident set size (VmHWM) of this process in MB.
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }

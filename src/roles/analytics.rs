@@ -1,6 +1,8 @@
 //! The analytic operators: golden signals (spans and probes into the `signals` table and
-//! rule findings) and schema drift (probes into the `drift` table and findings), each a
-//! [`StatefulOperator`] in its own consumer group, checkpointing next to the archive.
+//! rule findings), schema drift (probes into the `drift` table and findings), and the
+//! incident pipeline (probes into verdicts on `findings.v1`; findings into incident
+//! transitions on `alerts.v1` and the `alerts` table), each a [`StatefulOperator`] in its
+//! own consumer group, checkpointing next to the archive.
 
 use std::sync::Arc;
 
@@ -9,6 +11,10 @@ use mcpulse_bus::DynBus;
 use mcpulse_processors::Runtime;
 use mcpulse_processors::dlq::DeadLetters;
 use mcpulse_processors::drift::{DriftContext, DriftLogic};
+use mcpulse_processors::incidents::fleet::FleetView;
+use mcpulse_processors::incidents::{
+    IncidentContext, IncidentLogic, IncidentMetrics, VerdictContext, VerdictLogic, VerdictMetrics,
+};
 use mcpulse_processors::signals::{SignalsContext, SignalsLogic};
 use mcpulse_processors::stateful::{FindingsOutput, PartitionLogic, StatefulOperator};
 use mcpulse_processors::stats::{NamedStats, RuntimeStats};
@@ -23,6 +29,10 @@ use crate::archive_store::ArchiveLocation;
 pub const GROUP_SIGNALS: &str = "mcpulse-signals";
 /// Consumer group of the schema-drift operator.
 pub const GROUP_DRIFT: &str = "mcpulse-drift";
+/// Consumer group of the verdict stage (probes into verdicts).
+pub const GROUP_VERDICT: &str = "mcpulse-verdict";
+/// Consumer group of the incident stage (findings into incident transitions).
+pub const GROUP_INCIDENTS: &str = "mcpulse-incidents";
 
 /// The analytic groups that run with this configuration and the topics each reads.
 pub fn analytic_groups(config: &Config) -> Vec<(String, Vec<String>)> {
@@ -35,6 +45,10 @@ pub fn analytic_groups(config: &Config) -> Vec<(String, Vec<String>)> {
     }
     if config.drift.enabled {
         groups.push((GROUP_DRIFT.to_string(), vec![config.topics.probes()]));
+    }
+    if config.incidents.enabled {
+        groups.push((GROUP_VERDICT.to_string(), vec![config.topics.probes()]));
+        groups.push((GROUP_INCIDENTS.to_string(), vec![config.topics.findings()]));
     }
     groups
 }
@@ -59,6 +73,7 @@ async fn runtime<L: PartitionLogic>(
     let findings = FindingsOutput {
         producer: bus.producer(),
         topic: config.topics.findings(),
+        alerts_topic: config.topics.alerts(),
     };
     let operator = StatefulOperator::<L>::new(
         name,
@@ -137,6 +152,64 @@ pub async fn start_analytics(
         roles.spawn_processor(runtime);
         sources.push(Arc::new(NamedStats {
             operator: "drift",
+            stats,
+        }));
+    }
+    if config.incidents.enabled {
+        let incidents = &config.incidents;
+        let window_minutes = (incidents.active_window.as_secs() / 60).max(1) as i64;
+        let verdict_metrics = Arc::new(VerdictMetrics::default());
+        sources.push(verdict_metrics.clone());
+        let context = VerdictContext {
+            settings: incidents.verdict(),
+            fleet: Arc::new(FleetView::new(window_minutes)),
+            metrics: verdict_metrics,
+        };
+        let stats = Arc::new(RuntimeStats::default());
+        // The verdict stage writes no table: its output is messages on findings.v1.
+        let runtime = runtime::<VerdictLogic>(
+            config,
+            bus,
+            archive,
+            "verdict",
+            context,
+            Table::Alerts,
+            GROUP_VERDICT,
+            vec![config.topics.probes()],
+            incidents.flush_interval,
+            stats.clone(),
+        )
+        .await?;
+        roles.spawn_processor(runtime);
+        sources.push(Arc::new(NamedStats {
+            operator: "verdict",
+            stats,
+        }));
+
+        let incident_metrics = Arc::new(IncidentMetrics::default());
+        sources.push(incident_metrics.clone());
+        let context = IncidentContext {
+            engine: incidents.engine(),
+            settings: incidents.verdict(),
+            metrics: incident_metrics,
+        };
+        let stats = Arc::new(RuntimeStats::default());
+        let runtime = runtime::<IncidentLogic>(
+            config,
+            bus,
+            archive,
+            "incidents",
+            context,
+            Table::Alerts,
+            GROUP_INCIDENTS,
+            vec![config.topics.findings()],
+            incidents.flush_interval,
+            stats.clone(),
+        )
+        .await?;
+        roles.spawn_processor(runtime);
+        sources.push(Arc::new(NamedStats {
+            operator: "incidents",
             stats,
         }));
     }

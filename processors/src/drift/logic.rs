@@ -191,6 +191,10 @@ impl PartitionLogic for DriftLogic {
             .map(|(key, rows)| to_batch(&rows).map(|b| (key, b)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| OperatorError::Fatal(format!("building drift rows: {e}")))?;
-        Ok(Closed { rows, findings })
+        Ok(Closed {
+            rows,
+            findings,
+            ..Closed::default()
+        })
     }
 }

@@ -337,6 +337,7 @@ impl PartitionLogic for SignalsLogic {
         Ok(Closed {
             rows: rows_out,
             findings,
+            ..Closed::default()
         })
     }
 }

@@ -1,0 +1,633 @@
+//! The incident engine: verdicts and findings in, `alerts.v1` events out. It owns one
+//! [`IncidentTracker`] per (tenant, server, class), the [`StormCorrelator`] of the
+//! partition, the triggers held while a storm may still form, and what each open
+//! incident and storm last said, and turns their decisions into [`AlertEvent`]s.
+//!
+//! Pure logic: no I/O and no clock — every time is an event time of the input (verdict
+//! minutes, finding times, the watermark passed to [`IncidentEngine::advance`]) — so an
+//! engine restored from [`IncidentEngine::state`] and fed the same inputs emits the same
+//! events with the same ids.
+//!
+//! # From transitions to events
+//!
+//! | tracker / correlator | event (`action`, `status`) |
+//! |---|---|
+//! | `Blip` | `blip`, `resolved` (P4: logged, never paged) |
+//! | `Open` | `trigger`, `open` — held first for `storm.hold` when the class is a probe class |
+//! | `Update` (escalated, evidence) | `update`, `open` (or `suppressed` for a storm member) |
+//! | `Update` (flapping) | `update`, `flapping` |
+//! | `Resolve` | `resolve`, `resolved`, with `resolved_at` and `duration_s` |
+//! | storm `Open` / `Grow` / `Clear` | `trigger` / `update` / `resolve` of the storm (tenant `_operator`, class `storm`, counts only) |
+//! | storm `Suppress` | `suppress`, `suppressed`, with `storm_id` (and `provider_outage` for opted-in tenants) |
+//! | storm `ResolveMember` | `resolve`, `resolved`, with `storm_id` |
+//!
+//! # Holding triggers
+//!
+//! A probe-class incident that opens is not triggered at once: its trigger waits
+//! `storm.hold` of event time. If a storm forms around it meanwhile, the trigger is
+//! replaced by its `suppress` event and the tenant is never paged. An escalation while
+//! held changes the held trigger (it is sent with the worse severity); a resolve while
+//! held sends the trigger first (it was a real incident, past its blip window), then the
+//! resolve. The trigger's `time` is when it was released.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use mcpulse_schemas::alert::OPERATOR_TENANT;
+use mcpulse_schemas::{
+    AlertAction, AlertEvent, AlertStatus, Finding, ProviderOutage, Severity, StormSummary,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::incident::{IncidentConfig, IncidentTracker, Transition, UpdateReason};
+use super::storm::{StormConfig, StormCorrelator, StormEvent, pairs};
+use super::types::{Cause, FailureClass, IncidentKey, Scope};
+use super::verdict_stage::VerdictMessage;
+
+/// What the engine is configured with.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EngineConfig {
+    pub incident: IncidentConfig,
+    pub storm: StormConfig,
+    /// Tenants opted in to "upstream provider outage" notices on their suppressed
+    /// incidents.
+    pub provider_notices: BTreeSet<String>,
+}
+
+/// A trigger waiting for `storm.hold` to pass.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Held {
+    event: AlertEvent,
+    release_at: DateTime<Utc>,
+}
+
+/// The checkpointed state of an engine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EngineState {
+    #[serde(with = "pairs")]
+    trackers: BTreeMap<IncidentKey, IncidentTracker>,
+    storm: StormCorrelator,
+    #[serde(with = "pairs")]
+    held: BTreeMap<IncidentKey, Held>,
+    /// The last event of every open incident (what storm events update).
+    #[serde(with = "pairs")]
+    open: BTreeMap<IncidentKey, AlertEvent>,
+    /// The last event of every open storm, by storm id.
+    storms: BTreeMap<String, AlertEvent>,
+    now: Option<DateTime<Utc>>,
+}
+
+/// See the module docs.
+pub struct IncidentEngine {
+    config: EngineConfig,
+    state: EngineState,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+fn scope_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Healthy => "healthy",
+        Scope::Degraded => "degraded",
+        Scope::Regional => "regional",
+        Scope::Global => "global",
+    }
+}
+
+/// The upstream cause of a verdict's failure of `class`: its provider, the failing
+/// region when only one region fails (else `global`), and the class.
+pub fn cause_of(message: &VerdictMessage) -> Cause {
+    let v = &message.verdict;
+    let region = match (v.scope, v.failing_regions.as_slice()) {
+        (Scope::Regional, [region]) => region.clone(),
+        _ => "global".to_string(),
+    };
+    Cause {
+        provider: v.provider.clone(),
+        region,
+        class: message.class,
+    }
+}
+
+/// Scope, reason and failing regions of the failure a transition's evidence describes
+/// (verdict evidence directly or under `last_failure`; finding evidence has no scope).
+fn failure_fields(evidence: &Value) -> (String, Option<String>, Vec<String>) {
+    let failure = evidence.get("last_failure").unwrap_or(evidence);
+    let text = |name: &str| failure.get(name).and_then(Value::as_str).map(str::to_string);
+    let scope = text("scope").unwrap_or_else(|| "finding".to_string());
+    let reason = text("reason").or_else(|| text("kind"));
+    let regions = match failure.get("failing_regions").and_then(Value::as_array) {
+        Some(regions) => regions
+            .iter()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .collect(),
+        None => text("region").into_iter().collect(),
+    };
+    (scope, reason, regions)
+}
+
+/// What a human reads first about the failure in `evidence`.
+fn failure_line(evidence: &Value) -> String {
+    let failure = evidence.get("last_failure").unwrap_or(evidence);
+    ["detail", "summary"]
+        .iter()
+        .find_map(|k| failure.get(*k).and_then(Value::as_str))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn human_duration(d: Duration) -> String {
+    humantime_serde::re::humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+/// Fills `event_id` from the content that makes a transition unique.
+fn with_id(mut event: AlertEvent) -> AlertEvent {
+    event.event_id = Finding::derive_id(&[
+        &event.incident_id,
+        event.action.as_str(),
+        event.status.as_str(),
+        event.severity.as_str(),
+        &rfc3339(event.time),
+        &event.summary,
+    ]);
+    event
+}
+
+impl IncidentEngine {
+    /// An empty engine (the config should have been validated).
+    pub fn new(config: EngineConfig) -> Self {
+        let storm = StormCorrelator::new(config.storm.clone());
+        Self {
+            config,
+            state: EngineState {
+                trackers: BTreeMap::new(),
+                storm,
+                held: BTreeMap::new(),
+                open: BTreeMap::new(),
+                storms: BTreeMap::new(),
+                now: None,
+            },
+        }
+    }
+
+    /// An engine restored from a checkpoint, under the current config.
+    pub fn restore(config: EngineConfig, mut state: EngineState) -> Self {
+        state.storm.set_config(config.storm.clone());
+        Self { config, state }
+    }
+
+    /// The state to checkpoint.
+    pub fn state(&self) -> &EngineState {
+        &self.state
+    }
+
+    /// Open incidents (flapping and suppressed included; not storms).
+    pub fn open_incidents(&self) -> impl Iterator<Item = &AlertEvent> {
+        self.state.open.values()
+    }
+
+    /// Storms currently open.
+    pub fn open_storms(&self) -> usize {
+        self.state.storms.len()
+    }
+
+    /// Triggers currently held.
+    pub fn held(&self) -> usize {
+        self.state.held.len()
+    }
+
+    /// Subjects tracked (open, pending, or with flapping history).
+    pub fn trackers(&self) -> usize {
+        self.state.trackers.len()
+    }
+
+    /// One verdict minute routed to the incident of `message.class`; `active_tenants`
+    /// is the share rule's denominator at that minute.
+    pub fn verdict(&mut self, message: &VerdictMessage, active_tenants: usize) -> Vec<AlertEvent> {
+        let v = &message.verdict;
+        let mut out = Vec::new();
+        self.tick(v.minute, &mut out);
+        let key = IncidentKey {
+            tenant: v.tenant.clone(),
+            server: v.server.clone(),
+            class: message.class,
+        };
+        let transitions = self.tracker(&key).observe_verdict(v, &self.config.incident);
+        let cause = cause_of(message);
+        for t in transitions {
+            self.apply(&key, t, Some((&cause, v.minute, active_tenants)), &mut out);
+        }
+        self.forget_if_idle(&key);
+        out
+    }
+
+    /// One finding of the analytic operators (signals, drift).
+    pub fn finding(&mut self, finding: &Finding) -> Vec<AlertEvent> {
+        let mut out = Vec::new();
+        self.tick(finding.time, &mut out);
+        let key = IncidentKey {
+            tenant: finding.tenant.clone(),
+            server: finding.server.clone(),
+            class: FailureClass::of_finding(finding.kind),
+        };
+        let transitions = self
+            .tracker(&key)
+            .observe_finding(finding, &self.config.incident);
+        for t in transitions {
+            self.apply(&key, t, None, &mut out);
+        }
+        self.forget_if_idle(&key);
+        out
+    }
+
+    /// Moves event time to `now` (the watermark): releases held triggers, clears
+    /// storms, resolves quiet flapping incidents of analytic classes.
+    pub fn advance(&mut self, now: DateTime<Utc>) -> Vec<AlertEvent> {
+        let mut out = Vec::new();
+        self.tick(now, &mut out);
+        let now = self.state.now.unwrap_or(now);
+        let quiet: Vec<IncidentKey> = self
+            .state
+            .trackers
+            .iter()
+            .filter(|(k, t)| !k.class.is_probe_class() && t.is_flapping())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in quiet {
+            let transitions = self.tracker(&key).observe_time(now, &self.config.incident);
+            for t in transitions {
+                self.apply(&key, t, None, &mut out);
+            }
+            self.forget_if_idle(&key);
+        }
+        out
+    }
+
+    fn tracker(&mut self, key: &IncidentKey) -> &mut IncidentTracker {
+        self.state
+            .trackers
+            .entry(key.clone())
+            .or_insert_with(|| IncidentTracker::new(key.clone()))
+    }
+
+    fn forget_if_idle(&mut self, key: &IncidentKey) {
+        if self.state.trackers.get(key).is_some_and(|t| t.is_idle()) {
+            self.state.trackers.remove(key);
+        }
+    }
+
+    /// Moves time forward (never back): storm expiries, then held triggers now due.
+    fn tick(&mut self, at: DateTime<Utc>, out: &mut Vec<AlertEvent>) {
+        if self.state.now.is_some_and(|now| at <= now) {
+            return;
+        }
+        self.state.now = Some(at);
+        let events = self.state.storm.advance(at);
+        self.storm_events(events, out);
+        let due: Vec<IncidentKey> = self
+            .state
+            .held
+            .iter()
+            .filter(|(_, h)| h.release_at <= at)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.release(&key, out);
+        }
+    }
+
+    /// Sends a held trigger.
+    fn release(&mut self, key: &IncidentKey, out: &mut Vec<AlertEvent>) {
+        if let Some(held) = self.state.held.remove(key) {
+            let mut event = held.event;
+            event.time = held.release_at;
+            out.push(with_id(event));
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.state.now.unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+    }
+
+    /// The event of a tracker transition (before storms and holds have their say).
+    fn event_of(&self, key: &IncidentKey, t: &Transition) -> AlertEvent {
+        let (scope, reason, regions) = failure_fields(t.evidence());
+        let line = failure_line(t.evidence());
+        let class = key.class.as_str();
+        let server = &key.server;
+        let (resolved_at, duration_s, summary) = match t {
+            Transition::Blip {
+                started,
+                ended,
+                severity_seen,
+                ..
+            } => {
+                let lasted = (*ended - *started).to_std().unwrap_or_default();
+                (
+                    Some(*ended),
+                    Some(lasted.as_secs()),
+                    format!(
+                        "{server} {class} ({}) recovered within the blip window after {}: {line}",
+                        severity_seen.as_str(),
+                        human_duration(lasted)
+                    ),
+                )
+            }
+            Transition::Open { severity, .. } => (
+                None,
+                None,
+                format!("{server} {class} ({}, {scope}): {line}", severity.as_str()),
+            ),
+            Transition::Update {
+                severity,
+                previous,
+                reason,
+                ..
+            } => (
+                None,
+                None,
+                match reason {
+                    UpdateReason::Escalated => format!(
+                        "{server} {class} escalated from {} to {}: {line}",
+                        previous.as_str(),
+                        severity.as_str()
+                    ),
+                    UpdateReason::Flapping => format!(
+                        "{server} {class} is flapping: held open instead of paging again: {line}"
+                    ),
+                    UpdateReason::Evidence => format!("{server} {class}: {line}"),
+                },
+            ),
+            Transition::Resolve {
+                resolved_at,
+                duration,
+                ..
+            } => (
+                Some(*resolved_at),
+                Some(duration.as_secs()),
+                format!("{server} {class} resolved after {}", human_duration(*duration)),
+            ),
+        };
+        AlertEvent {
+            event_id: String::new(),
+            incident_id: t.incident_id().to_string(),
+            dedup_key: key.dedup_key(),
+            action: t.action(),
+            status: t.status(),
+            tenant: key.tenant.clone(),
+            server: Some(key.server.clone()),
+            class: class.to_string(),
+            severity: t.severity(),
+            scope,
+            reason,
+            regions,
+            time: t.at(),
+            opened_at: t.opened_at(),
+            resolved_at,
+            duration_s,
+            storm_id: None,
+            storm: None,
+            provider_outage: None,
+            summary,
+            evidence: t.evidence().clone(),
+        }
+    }
+
+    /// Applies one tracker transition. `probe` is the cause, the verdict minute and the
+    /// active tenants when the input was a verdict.
+    fn apply(
+        &mut self,
+        key: &IncidentKey,
+        t: Transition,
+        probe: Option<(&Cause, DateTime<Utc>, usize)>,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        let mut event = self.event_of(key, &t);
+        match &t {
+            Transition::Blip { .. } => out.push(with_id(event)),
+            Transition::Open { .. } | Transition::Update { .. }
+                if !self.state.open.contains_key(key) =>
+            {
+                // A new occurrence (an `Update` here is one held open as flapping).
+                self.state.open.insert(key.clone(), event.clone());
+                let Some((cause, minute, active)) = probe else {
+                    out.push(with_id(event));
+                    return;
+                };
+                let storm_events = self.state.storm.incident_opened(key, cause, minute, active);
+                let suppressed = storm_events
+                    .iter()
+                    .any(|e| matches!(e, StormEvent::Suppress { member, .. } if member == key));
+                let hold = self.state.storm.hold_for();
+                if !suppressed {
+                    if event.action == AlertAction::Trigger && !hold.is_zero() {
+                        let release_at = minute + delta(hold);
+                        self.state.held.insert(key.clone(), Held { event, release_at });
+                    } else {
+                        out.push(with_id(event));
+                    }
+                }
+                self.storm_events(storm_events, out);
+            }
+            Transition::Update { .. } => {
+                if let Some(held) = self.state.held.get_mut(key) {
+                    // Not paged yet: the trigger goes out with what it knows now.
+                    held.event.severity = event.severity;
+                    held.event.evidence = event.evidence.clone();
+                    held.event.summary = event.summary.clone();
+                    return;
+                }
+                if let Some(storm_id) = self.state.storm.storm_of(key) {
+                    event.storm_id = Some(storm_id.to_string());
+                    event.status = AlertStatus::Suppressed;
+                }
+                self.state.open.insert(key.clone(), event.clone());
+                out.push(with_id(event));
+            }
+            Transition::Resolve { .. } => {
+                self.release(key, out);
+                event.storm_id = self.state.storm.storm_of(key).map(str::to_string);
+                self.state.open.remove(key);
+                out.push(with_id(event));
+                if key.class.is_probe_class() {
+                    let at = probe.map_or(self.now(), |(_, minute, _)| minute);
+                    let events = self.state.storm.incident_resolved(key, at);
+                    self.storm_events(events, out);
+                }
+            }
+        }
+    }
+
+    /// Turns the correlator's decisions into events.
+    fn storm_events(&mut self, events: Vec<StormEvent>, out: &mut Vec<AlertEvent>) {
+        for e in events {
+            match e {
+                StormEvent::Open {
+                    storm_id,
+                    cause,
+                    opened_at,
+                    tenants,
+                    members,
+                } => {
+                    let event = self.storm_event(&storm_id, &cause, opened_at, tenants, members);
+                    self.state.storms.insert(storm_id, event.clone());
+                    out.push(with_id(event));
+                }
+                StormEvent::Grow {
+                    storm_id,
+                    cause,
+                    tenants,
+                    members,
+                } => {
+                    let Some(last) = self.state.storms.get(&storm_id) else {
+                        continue;
+                    };
+                    let mut event = self.storm_event(&storm_id, &cause, last.opened_at, tenants, members);
+                    event.action = AlertAction::Update;
+                    self.state.storms.insert(storm_id, event.clone());
+                    out.push(with_id(event));
+                }
+                StormEvent::Clear {
+                    storm_id,
+                    cause,
+                    opened_at,
+                    cleared_at,
+                    duration_s,
+                    tenants,
+                    members,
+                    ..
+                } => {
+                    self.state.storms.remove(&storm_id);
+                    let mut event = self.storm_event(&storm_id, &cause, opened_at, tenants, members);
+                    event.action = AlertAction::Resolve;
+                    event.status = AlertStatus::Resolved;
+                    event.time = cleared_at;
+                    event.resolved_at = Some(cleared_at);
+                    event.duration_s = Some(duration_s);
+                    event.summary = format!(
+                        "Upstream outage cleared: {} {} ({}) after {}",
+                        cause.provider,
+                        cause.class.as_str(),
+                        cause.region,
+                        human_duration(Duration::from_secs(duration_s))
+                    );
+                    out.push(with_id(event));
+                }
+                StormEvent::Suppress { storm_id, member } => {
+                    self.state.held.remove(&member);
+                    let Some(mut event) = self.state.open.get(&member).cloned() else {
+                        continue;
+                    };
+                    event.action = AlertAction::Suppress;
+                    event.status = AlertStatus::Suppressed;
+                    event.time = self.now();
+                    event.storm_id = Some(storm_id.clone());
+                    let notice = self.state.storm.provider_notice(&storm_id);
+                    let provider = notice.as_ref().map_or("", |n| n.provider.as_str());
+                    event.summary = format!(
+                        "{} {}: part of an upstream outage of {provider}; not paged",
+                        member.server,
+                        member.class.as_str()
+                    );
+                    if self.config.provider_notices.contains(&member.tenant) {
+                        event.provider_outage = notice.map(|n| ProviderOutage {
+                            provider: n.provider,
+                            region: n.region,
+                            class: n.class.as_str().to_string(),
+                            since: n.opened_at,
+                        });
+                    }
+                    self.state.open.insert(member, event.clone());
+                    out.push(with_id(event));
+                }
+                StormEvent::ResolveMember {
+                    storm_id,
+                    member,
+                    resolved_at,
+                } => {
+                    self.state.held.remove(&member);
+                    let resolved = self
+                        .state
+                        .trackers
+                        .get_mut(&member)
+                        .and_then(|t| t.resolve_with_storm(resolved_at, &storm_id));
+                    if let Some(t) = resolved {
+                        let mut event = self.event_of(&member, &t);
+                        event.storm_id = Some(storm_id);
+                        self.state.open.remove(&member);
+                        out.push(with_id(event));
+                    }
+                    self.forget_if_idle(&member);
+                }
+            }
+        }
+    }
+
+    /// A storm's event: operator-owned, counts only, no tenant or server of a member.
+    fn storm_event(
+        &self,
+        storm_id: &str,
+        cause: &Cause,
+        opened_at: DateTime<Utc>,
+        tenants: u64,
+        members: u64,
+    ) -> AlertEvent {
+        let scope = if cause.region == "global" {
+            Scope::Global
+        } else {
+            Scope::Regional
+        };
+        AlertEvent {
+            event_id: String::new(),
+            incident_id: storm_id.to_string(),
+            dedup_key: format!("mcpulse/{OPERATOR_TENANT}/storm/{}", cause.key()),
+            action: AlertAction::Trigger,
+            status: AlertStatus::Open,
+            tenant: OPERATOR_TENANT.to_string(),
+            server: None,
+            class: "storm".to_string(),
+            severity: self.storm_severity(cause, scope),
+            scope: scope_name(scope).to_string(),
+            reason: Some(cause.class.as_str().to_string()),
+            regions: (scope == Scope::Regional)
+                .then(|| cause.region.clone())
+                .into_iter()
+                .collect(),
+            time: self.now(),
+            opened_at,
+            resolved_at: None,
+            duration_s: None,
+            storm_id: None,
+            storm: Some(StormSummary {
+                provider: cause.provider.clone(),
+                region: cause.region.clone(),
+                tenants,
+                members,
+            }),
+            provider_outage: None,
+            summary: format!(
+                "Upstream outage: {} {} ({}): {tenants} tenants, {members} incidents",
+                cause.provider,
+                cause.class.as_str(),
+                cause.region
+            ),
+            evidence: json!({
+                "cause": {"provider": cause.provider, "region": cause.region, "class": cause.class.as_str()},
+                "tenants": tenants,
+                "members": members,
+            }),
+        }
+    }
+
+    fn storm_severity(&self, cause: &Cause, scope: Scope) -> Severity {
+        self.config.incident.severity_of(cause.class, scope)
+    }
+}

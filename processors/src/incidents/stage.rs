@@ -1,0 +1,301 @@
+//! The incident stage: `findings.v1` (verdicts of the verdict stage, keyed by upstream
+//! cause, and findings of the signals and drift operators) into decided incident
+//! transitions — one event each on `alerts.v1` (keyed by tenant/incident) and one row
+//! each in the `alerts` table — by the [`IncidentEngine`] of each partition, checkpointed
+//! with the offsets it covers (see [`crate::stateful`]): a restart or rebalance replays
+//! the same inputs into the same state and re-emits the same events under the same ids,
+//! never a second incident or a second trigger.
+//!
+//! Tenancy: the record's tenant header (set by the stage that wrote it) must match the
+//! tenant in the payload; a record where they differ is refused, so no stage can open an
+//! incident for another tenant.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use mcpulse_bus::{Header, Message, Record, TopicPartition};
+use mcpulse_schemas::metrics::{MetricsSource, PromWriter};
+use mcpulse_schemas::topics::{HEADER_CONTENT_TYPE, HEADER_TENANT};
+use mcpulse_schemas::{AlertAction, AlertEvent, Finding, Severity};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::error;
+
+use super::engine::{EngineConfig, EngineState, IncidentEngine};
+use super::rows;
+use super::verdict_stage::{HEADER_KIND, KIND_VERDICT, VerdictMessage};
+use crate::operator::OperatorError;
+use crate::stateful::{Closed, OutTopic, PartitionLogic};
+
+const SEVERITIES: [Severity; 4] = [Severity::P1, Severity::P2, Severity::P3, Severity::P4];
+const ACTIONS: [AlertAction; 5] = [
+    AlertAction::Trigger,
+    AlertAction::Update,
+    AlertAction::Resolve,
+    AlertAction::Blip,
+    AlertAction::Suppress,
+];
+
+/// Counters and gauges of the incident stage (all partitions of the process).
+#[derive(Debug, Default)]
+pub struct IncidentMetrics {
+    pub verdicts: AtomicU64,
+    pub findings: AtomicU64,
+    /// Events by [`ACTIONS`] index.
+    pub events: [AtomicU64; 5],
+    /// Open incidents by severity ([`SEVERITIES`] index), storms excluded.
+    pub open: [AtomicI64; 4],
+    pub storms_open: AtomicI64,
+    pub held: AtomicI64,
+    /// Events whose evidence had to be redacted to keep the payload boundaries.
+    pub redacted: AtomicU64,
+}
+
+impl MetricsSource for IncidentMetrics {
+    fn render(&self, out: &mut PromWriter) {
+        out.counter("mcpulse_incident_verdicts_total", "Verdicts taken by the incident stage.", &[], self.verdicts.load(Relaxed));
+        out.counter("mcpulse_incident_findings_total", "Analytic findings taken by the incident stage.", &[], self.findings.load(Relaxed));
+        for (i, action) in ACTIONS.iter().enumerate() {
+            out.counter("mcpulse_alert_events_total", "Incident transitions emitted on alerts.v1, by action.", &[("action", action.as_str())], self.events[i].load(Relaxed));
+        }
+        for (i, severity) in SEVERITIES.iter().enumerate() {
+            out.gauge("mcpulse_incidents_open", "Open incidents (flapping and suppressed included), by severity.", &[("severity", severity.as_str())], self.open[i].load(Relaxed).max(0) as f64);
+        }
+        out.gauge("mcpulse_storms_open", "Storms open.", &[], self.storms_open.load(Relaxed).max(0) as f64);
+        out.gauge("mcpulse_incident_triggers_held", "Triggers held while a storm may form.", &[], self.held.load(Relaxed).max(0) as f64);
+        out.counter("mcpulse_alert_events_redacted_total", "Events whose evidence was redacted to keep the payload boundaries.", &[], self.redacted.load(Relaxed));
+    }
+}
+
+/// What every partition shares.
+pub struct IncidentContext {
+    pub engine: EngineConfig,
+    pub settings: super::verdict_stage::VerdictSettings,
+    pub metrics: Arc<IncidentMetrics>,
+}
+
+/// The checkpointed state of a partition.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IncidentStageState {
+    pub engine: EngineState,
+    pub max_event_ns: i64,
+    /// Events decided but not yet written (normally empty at a checkpoint).
+    pub outbox: Vec<AlertEvent>,
+}
+
+/// The incident stage of one partition.
+pub struct IncidentLogic {
+    engine: IncidentEngine,
+    max_event_ns: i64,
+    outbox: Vec<AlertEvent>,
+    last_record: Instant,
+    settings: super::verdict_stage::VerdictSettings,
+    metrics: Arc<IncidentMetrics>,
+    /// What this partition last added to the shared gauges.
+    reported: Gauges,
+}
+
+#[derive(Default, Clone, Copy, PartialEq)]
+struct Gauges {
+    open: [i64; 4],
+    storms: i64,
+    held: i64,
+}
+
+fn ns(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+fn now_ns() -> i64 {
+    ns(Utc::now())
+}
+
+impl IncidentLogic {
+    /// Events decided and not yet handed to the next close.
+    pub fn pending_events(&self) -> usize {
+        self.outbox.len()
+    }
+
+    fn take(&mut self, events: Vec<AlertEvent>) {
+        self.outbox.extend(events);
+    }
+
+    fn gauges(&self) -> Gauges {
+        let mut g = Gauges::default();
+        for e in self.engine.open_incidents() {
+            g.open[e.severity as usize] += 1;
+        }
+        g.storms = self.engine.open_storms() as i64;
+        g.held = self.engine.held() as i64;
+        g
+    }
+
+    fn report_gauges(&mut self) {
+        let now = self.gauges();
+        if now == self.reported {
+            return;
+        }
+        for i in 0..4 {
+            self.metrics.open[i].fetch_add(now.open[i] - self.reported.open[i], Relaxed);
+        }
+        self.metrics
+            .storms_open
+            .fetch_add(now.storms - self.reported.storms, Relaxed);
+        self.metrics.held.fetch_add(now.held - self.reported.held, Relaxed);
+        self.reported = now;
+    }
+
+    /// Keeps the payload boundaries (no IP literal, no prober internals, storms name no
+    /// member): an event that would cross one loses its evidence (and, if that is not
+    /// enough, its summary) rather than leave the system with it.
+    fn guard(&self, mut event: AlertEvent) -> AlertEvent {
+        if let Err(problem) = event.check_boundaries() {
+            self.metrics.redacted.fetch_add(1, Relaxed);
+            error!(incident = %event.incident_id, %problem, "alert event crossed a payload boundary; evidence redacted");
+            event.evidence = json!({"redacted": "evidence withheld: it crossed a payload boundary"});
+            if event.check_boundaries().is_err() {
+                event.summary = format!("{} {}", event.class, event.action.as_str());
+                event.reason = None;
+            }
+        }
+        event
+    }
+
+    /// `alerts.v1` message of an event: keyed by tenant/incident, tenant in a header.
+    fn message(event: &AlertEvent) -> Message {
+        let mut message = Message::new(
+            Some(Bytes::from(event.key())),
+            serde_json::to_vec(event).expect("alert events serialize"),
+        );
+        message.headers = vec![
+            Header::new(HEADER_TENANT, event.tenant.clone()),
+            Header::new(HEADER_CONTENT_TYPE, "application/json"),
+        ];
+        message
+    }
+}
+
+impl Drop for IncidentLogic {
+    fn drop(&mut self) {
+        // A released partition no longer counts towards the process's gauges.
+        for i in 0..4 {
+            self.metrics.open[i].fetch_sub(self.reported.open[i], Relaxed);
+        }
+        self.metrics.storms_open.fetch_sub(self.reported.storms, Relaxed);
+        self.metrics.held.fetch_sub(self.reported.held, Relaxed);
+    }
+}
+
+impl PartitionLogic for IncidentLogic {
+    type State = IncidentStageState;
+    type Context = IncidentContext;
+
+    fn restore(context: &IncidentContext, _tp: &TopicPartition, state: Option<IncidentStageState>) -> Self {
+        let (engine, max_event_ns, outbox) = match state {
+            Some(s) => (
+                IncidentEngine::restore(context.engine.clone(), s.engine),
+                s.max_event_ns,
+                s.outbox,
+            ),
+            None => (IncidentEngine::new(context.engine.clone()), i64::MIN, Vec::new()),
+        };
+        let mut logic = Self {
+            engine,
+            max_event_ns,
+            outbox,
+            last_record: Instant::now(),
+            settings: context.settings.clone(),
+            metrics: context.metrics.clone(),
+            reported: Gauges::default(),
+        };
+        logic.report_gauges();
+        logic
+    }
+
+    fn snapshot(&self) -> IncidentStageState {
+        IncidentStageState {
+            engine: self.engine.state().clone(),
+            max_event_ns: self.max_event_ns,
+            outbox: self.outbox.clone(),
+        }
+    }
+
+    fn process(&mut self, tenant: &str, record: &Record) -> Result<(), String> {
+        self.last_record = Instant::now();
+        let is_verdict = record
+            .header(HEADER_KIND)
+            .is_some_and(|v| v.as_ref() == KIND_VERDICT.as_bytes());
+        if is_verdict {
+            let message: VerdictMessage =
+                serde_json::from_slice(&record.value).map_err(|e| format!("verdict: {e}"))?;
+            if message.verdict.tenant != tenant {
+                return Err("verdict: the tenant header does not match the payload".into());
+            }
+            let end = message.verdict.minute + chrono::Duration::minutes(1);
+            self.max_event_ns = self.max_event_ns.max(ns(end).min(now_ns() + 60_000_000_000));
+            self.metrics.verdicts.fetch_add(1, Relaxed);
+            let events = self
+                .engine
+                .verdict(&message, message.active_tenants as usize);
+            self.take(events);
+        } else {
+            let finding: Finding =
+                serde_json::from_slice(&record.value).map_err(|e| format!("finding: {e}"))?;
+            if finding.tenant != tenant {
+                return Err("finding: the tenant header does not match the payload".into());
+            }
+            self.max_event_ns = self
+                .max_event_ns
+                .max(ns(finding.time).min(now_ns() + 60_000_000_000));
+            self.metrics.findings.fetch_add(1, Relaxed);
+            let events = self.engine.finding(&finding);
+            self.take(events);
+        }
+        Ok(())
+    }
+
+    fn watermark(&self) -> i64 {
+        let idle = self.last_record.elapsed() >= self.settings.idle_timeout;
+        let lateness = self.settings.allowed_lateness.as_nanos() as i64;
+        match (self.max_event_ns == i64::MIN, idle) {
+            (true, false) => i64::MIN,
+            (_, true) => self.max_event_ns.max(now_ns().saturating_sub(lateness)),
+            (false, false) => self.max_event_ns,
+        }
+    }
+
+    fn close(&mut self, watermark_ns: i64) -> Result<Closed, OperatorError> {
+        if watermark_ns != i64::MIN {
+            let events = self
+                .engine
+                .advance(DateTime::<Utc>::from_timestamp_nanos(watermark_ns));
+            self.take(events);
+        }
+        let events: Vec<AlertEvent> = std::mem::take(&mut self.outbox)
+            .into_iter()
+            .map(|e| self.guard(e))
+            .collect();
+        for e in &events {
+            let i = ACTIONS.iter().position(|a| *a == e.action).expect("listed");
+            self.metrics.events[i].fetch_add(1, Relaxed);
+        }
+        self.report_gauges();
+        if events.is_empty() {
+            return Ok(Closed::default());
+        }
+        let rows = rows::batches(&events)
+            .map_err(|e| OperatorError::Fatal(format!("building alert rows: {e}")))?;
+        let messages = events
+            .iter()
+            .map(|e| (OutTopic::Alerts, Self::message(e)))
+            .collect();
+        Ok(Closed {
+            rows,
+            messages,
+            ..Closed::default()
+        })
+    }
+}

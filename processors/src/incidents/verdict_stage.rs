@@ -1,0 +1,284 @@
+//! The verdict stage: probe results (`probes.v1`, keyed by tenant/server) into one
+//! verdict per server and minute across regions, sent on `findings.v1` keyed by the
+//! upstream cause `{provider}/{class}`, so one owner sees every candidate of a cause
+//! (storm correlation) and every verdict of an incident.
+//!
+//! A failing or degraded verdict goes to its class's key. After a class failed, the
+//! server's later verdicts keep going to that class's key for `follow_for` (healthy or
+//! failing with another class): the incident of that class needs them to resolve.
+//! Healthy servers without recent failures send nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use mcpulse_bus::{Header, Message, Record, TopicPartition};
+use mcpulse_schemas::metrics::{MetricsSource, PromWriter};
+use mcpulse_schemas::probe::ProbeResult;
+use mcpulse_schemas::topics::HEADER_TENANT;
+use serde::{Deserialize, Serialize};
+
+use super::fleet::FleetView;
+use super::provider::ProviderTable;
+use super::types::{FailureClass, Verdict};
+use super::verdict::{VerdictAggregator, VerdictState};
+use crate::operator::OperatorError;
+use crate::stateful::{Closed, OutTopic, PartitionLogic};
+
+/// Header marking a `findings.v1` record as a verdict (its value is a
+/// [`VerdictMessage`]); findings of the analytic operators have none.
+pub const HEADER_KIND: &str = "mcpulse-kind";
+/// The value of [`HEADER_KIND`] for verdicts.
+pub const KIND_VERDICT: &str = "verdict";
+
+const MINUTE_NS: i64 = 60_000_000_000;
+
+/// A verdict routed to the incident of `class`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerdictMessage {
+    /// The incident class this verdict is for (failing, or healthy for it).
+    pub class: FailureClass,
+    pub verdict: Verdict,
+    /// Tenants active around the verdict's minute, as this process saw them (the storm
+    /// share rule's denominator; carried here so a replay decides the same).
+    #[serde(default)]
+    pub active_tenants: u64,
+}
+
+impl VerdictMessage {
+    /// The log key: the upstream cause without the region (a server's incident of one
+    /// class always lands in one partition, whatever its regions).
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.verdict.provider, self.class.as_str())
+    }
+
+    pub fn to_message(&self) -> Message {
+        let mut message = Message::new(
+            Some(Bytes::from(self.key())),
+            serde_json::to_vec(self).expect("verdicts serialize"),
+        );
+        message.headers = vec![
+            Header::new(HEADER_TENANT, self.verdict.tenant.clone()),
+            Header::new(HEADER_KIND, KIND_VERDICT),
+        ];
+        message
+    }
+}
+
+/// Settings of the verdict stage.
+#[derive(Clone, Debug)]
+pub struct VerdictSettings {
+    pub providers: ProviderTable,
+    /// How long after the last event time a minute stays open.
+    pub allowed_lateness: Duration,
+    /// After this long without records the watermark follows the wall clock.
+    pub idle_timeout: Duration,
+    /// How long a server's verdicts keep going to a class after it last failed.
+    pub follow_for: Duration,
+}
+
+impl Default for VerdictSettings {
+    fn default() -> Self {
+        Self {
+            providers: ProviderTable::default(),
+            allowed_lateness: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            follow_for: Duration::from_secs(2 * 3600),
+        }
+    }
+}
+
+/// Counters of the verdict stage.
+#[derive(Debug, Default)]
+pub struct VerdictMetrics {
+    pub probes: AtomicU64,
+    pub verdicts: AtomicU64,
+    pub sent: AtomicU64,
+    pub late: AtomicU64,
+}
+
+impl MetricsSource for VerdictMetrics {
+    fn render(&self, out: &mut PromWriter) {
+        out.counter("mcpulse_verdict_probes_total", "Probe results taken into verdicts.", &[], self.probes.load(Relaxed));
+        out.counter("mcpulse_verdict_verdicts_total", "Verdict minutes decided (per server and minute).", &[], self.verdicts.load(Relaxed));
+        out.counter("mcpulse_verdict_sent_total", "Verdicts sent to incidents (failing ones, and those of recently failing classes).", &[], self.sent.load(Relaxed));
+        out.counter("mcpulse_verdict_late_total", "Probe results whose minute had closed.", &[], self.late.load(Relaxed));
+    }
+}
+
+/// What every partition shares.
+pub struct VerdictContext {
+    pub settings: VerdictSettings,
+    pub fleet: Arc<FleetView>,
+    pub metrics: Arc<VerdictMetrics>,
+}
+
+/// The checkpointed state of a partition.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VerdictStageState {
+    pub aggregator: VerdictState,
+    pub max_event_ns: i64,
+    /// Per `tenant/server`: classes that failed recently and the minute they last did.
+    pub recent: BTreeMap<String, BTreeMap<FailureClass, DateTime<Utc>>>,
+    /// Tenants this partition saw within the fleet window, and their latest minute (so
+    /// a restarted process counts the same active tenants before new probes arrive).
+    #[serde(default)]
+    pub tenants: BTreeMap<String, i64>,
+}
+
+/// The verdict stage of one partition.
+pub struct VerdictLogic {
+    aggregator: VerdictAggregator,
+    max_event_ns: i64,
+    recent: BTreeMap<String, BTreeMap<FailureClass, DateTime<Utc>>>,
+    tenants: BTreeMap<String, i64>,
+    last_record: Instant,
+    settings: VerdictSettings,
+    fleet: Arc<FleetView>,
+    metrics: Arc<VerdictMetrics>,
+    reported_late: u64,
+}
+
+fn now_ns() -> i64 {
+    Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+impl PartitionLogic for VerdictLogic {
+    type State = VerdictStageState;
+    type Context = VerdictContext;
+
+    fn restore(context: &VerdictContext, _tp: &TopicPartition, state: Option<VerdictStageState>) -> Self {
+        let (aggregator, max_event_ns, recent, tenants) = match state {
+            Some(s) => (
+                VerdictAggregator::restore(s.aggregator),
+                s.max_event_ns,
+                s.recent,
+                s.tenants,
+            ),
+            None => (VerdictAggregator::new(), i64::MIN, BTreeMap::new(), BTreeMap::new()),
+        };
+        for (tenant, minute) in &tenants {
+            context.fleet.touch(tenant, *minute);
+        }
+        let reported_late = aggregator.late();
+        Self {
+            aggregator,
+            max_event_ns,
+            recent,
+            tenants,
+            last_record: Instant::now(),
+            settings: context.settings.clone(),
+            fleet: context.fleet.clone(),
+            metrics: context.metrics.clone(),
+            reported_late,
+        }
+    }
+
+    fn snapshot(&self) -> VerdictStageState {
+        VerdictStageState {
+            aggregator: self.aggregator.state(),
+            max_event_ns: self.max_event_ns,
+            recent: self.recent.clone(),
+            tenants: self.tenants.clone(),
+        }
+    }
+
+    fn process(&mut self, tenant: &str, record: &Record) -> Result<(), String> {
+        self.last_record = Instant::now();
+        let probe: ProbeResult =
+            serde_json::from_slice(&record.value).map_err(|e| format!("probe result: {e}"))?;
+        let event = probe.started_at.timestamp_nanos_opt().unwrap_or(i64::MIN);
+        self.max_event_ns = self
+            .max_event_ns
+            .max(event.min(now_ns().saturating_add(MINUTE_NS)));
+        let minute = event.div_euclid(MINUTE_NS);
+        self.fleet.touch(tenant, minute);
+        match self.tenants.get_mut(tenant) {
+            Some(m) => *m = (*m).max(minute),
+            None => {
+                self.tenants.insert(tenant.to_string(), minute);
+            }
+        }
+        let provider = self
+            .settings
+            .providers
+            .provider_of_url(probe.url.as_deref().unwrap_or(""));
+        self.aggregator.observe(tenant, &probe, &provider);
+        self.metrics.probes.fetch_add(1, Relaxed);
+        let late = self.aggregator.late();
+        self.metrics.late.fetch_add(late - self.reported_late, Relaxed);
+        self.reported_late = late;
+        Ok(())
+    }
+
+    fn watermark(&self) -> i64 {
+        let lateness = self.settings.allowed_lateness.as_nanos() as i64;
+        if self.max_event_ns == i64::MIN && self.last_record.elapsed() < self.settings.idle_timeout {
+            return i64::MIN;
+        }
+        let by_events = self.max_event_ns.saturating_sub(lateness);
+        if self.last_record.elapsed() >= self.settings.idle_timeout {
+            by_events.max(now_ns().saturating_sub(lateness))
+        } else {
+            by_events
+        }
+    }
+
+    fn close(&mut self, watermark_ns: i64) -> Result<Closed, OperatorError> {
+        if watermark_ns == i64::MIN {
+            return Ok(Closed::default());
+        }
+        let closed_before = DateTime::<Utc>::from_timestamp_nanos(
+            watermark_ns.div_euclid(MINUTE_NS) * MINUTE_NS,
+        );
+        let mut verdicts = self.aggregator.close(closed_before);
+        // Minute by minute across servers (each server's minutes stay in order), so the
+        // incident stage's event time moves forward with the fleet's.
+        verdicts.sort_by(|a, b| (a.minute, &a.tenant, &a.server).cmp(&(b.minute, &b.tenant, &b.server)));
+        let mut active: Option<(DateTime<Utc>, u64)> = None;
+        self.metrics.verdicts.fetch_add(verdicts.len() as u64, Relaxed);
+        let follow = chrono::Duration::from_std(self.settings.follow_for)
+            .unwrap_or(chrono::Duration::hours(2));
+        let mut messages = Vec::new();
+        for verdict in verdicts {
+            let server_key = format!("{}/{}", verdict.tenant, verdict.server);
+            let recent = self.recent.entry(server_key.clone()).or_default();
+            if let Some(class) = verdict.class {
+                recent.insert(class, verdict.minute);
+            }
+            recent.retain(|_, last| verdict.minute - *last <= follow);
+            let active_tenants = match active {
+                Some((minute, n)) if minute == verdict.minute => n,
+                _ => {
+                    let n = self.fleet.active(verdict.minute.timestamp().div_euclid(60)) as u64;
+                    active = Some((verdict.minute, n));
+                    n
+                }
+            };
+            for class in recent.keys() {
+                messages.push((
+                    OutTopic::Findings,
+                    VerdictMessage {
+                        class: *class,
+                        verdict: verdict.clone(),
+                        active_tenants,
+                    }
+                    .to_message(),
+                ));
+            }
+            if recent.is_empty() {
+                self.recent.remove(&server_key);
+            }
+        }
+        self.metrics.sent.fetch_add(messages.len() as u64, Relaxed);
+        let since = closed_before.timestamp().div_euclid(60) - self.fleet.window_minutes();
+        self.tenants.retain(|_, minute| *minute > since);
+        Ok(Closed {
+            messages,
+            ..Closed::default()
+        })
+    }
+}
