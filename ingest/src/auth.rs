@@ -69,6 +69,7 @@ pub struct OperatorConfig {
     pub tokens: Vec<String>,
 }
 
+use mcpulse_schemas::alert::OPERATOR_TENANT;
 pub use mcpulse_schemas::topics::valid_tenant_id;
 
 /// Resolves `Authorization` headers to principals.
@@ -98,6 +99,11 @@ impl Authenticator {
                     tenant.id
                 ));
             }
+            if tenant.id == OPERATOR_TENANT {
+                return Err(format!(
+                    "auth.tenants[{i}].id: {OPERATOR_TENANT:?} is reserved (it owns storm incidents, which only operators see)"
+                ));
+            }
             for (j, token) in tenant.tokens.iter().enumerate() {
                 add(
                     format!("auth.tenants[{i}].tokens[{j}]"),
@@ -118,6 +124,9 @@ impl Authenticator {
         let anonymous = match &config.anonymous_tenant {
             Some(t) if !valid_tenant_id(t) => {
                 return Err(format!("auth.anonymous_tenant: {t:?} {TENANT_ID_RULE}"));
+            }
+            Some(t) if t == OPERATOR_TENANT => {
+                return Err(format!("auth.anonymous_tenant: {t:?} is reserved"));
             }
             Some(t) => Some(Principal::Tenant(t.clone())),
             None => None,
@@ -232,5 +241,17 @@ mod tests {
         dup.operators[0].tokens = vec!["acme-secret-1".into()];
         assert!(Authenticator::new(&dup).unwrap_err().contains("twice"));
         assert!(Authenticator::new(&AuthConfig::default()).is_err());
+        let mut reserved = config();
+        reserved.tenants[0].id = "_operator".into();
+        assert!(
+            Authenticator::new(&reserved)
+                .unwrap_err()
+                .contains("auth.tenants[0].id: \"_operator\" is reserved")
+        );
+        let anonymous = AuthConfig {
+            anonymous_tenant: Some("_operator".into()),
+            ..config()
+        };
+        assert!(Authenticator::new(&anonymous).unwrap_err().contains("reserved"));
     }
 }

@@ -15,6 +15,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use mcpulse_bus::{BusError, Delivery, Header, Message, Producer, Record, TopicPartition};
 use mcpulse_processors::Operator;
+use mcpulse_processors::operator::OperatorError;
 use mcpulse_processors::archive::{ArchiveConfig, ArchiveTarget};
 use mcpulse_processors::incidents::fleet::FleetView;
 use mcpulse_processors::incidents::{
@@ -206,11 +208,11 @@ fn probes(s: &Scenario) -> Vec<Vec<(String, ProbeResult)>> {
                         let failing = spec.failures.iter().find(|f| {
                             let in_range = (f.from * 60..f.to * 60).contains(&second);
                             let in_region = f.regions.as_ref().is_none_or(|rs| rs.contains(region));
-                            let down = match (f.period_s, f.down_s) {
+                            let down = || match (f.period_s, f.down_s) {
                                 (Some(period), Some(down)) => (second - f.from * 60) % period < down,
                                 _ => true,
                             };
-                            in_range && in_region && down
+                            in_range && in_region && down()
                         });
                         match failing {
                             Some(f) => {
@@ -239,7 +241,7 @@ fn probes(s: &Scenario) -> Vec<Vec<(String, ProbeResult)>> {
 
 /// An append-only topic: what a stage produced, as the next stage reads it.
 #[derive(Default)]
-struct Topic(Mutex<Vec<Message>>);
+struct Topic(Mutex<Vec<Message>>, AtomicBool);
 
 #[async_trait]
 impl Producer for Topic {
@@ -248,6 +250,10 @@ impl Producer for Topic {
         let first = log.len() as u64;
         let n = messages.len();
         log.extend(messages);
+        if self.1.swap(false, Relaxed) {
+            // Appended, but the producer dies before it can say so.
+            return Err(BusError::Unavailable("crash after append".into()));
+        }
         Ok((0..n)
             .map(|i| Delivery {
                 partition: 0,
@@ -392,14 +398,15 @@ impl Pipeline {
     }
 
     /// Feeds each stage what its topic holds beyond what it took; flushes when asked.
-    async fn pump(&mut self, flush: bool) {
+    /// An error is a flush that failed (the stage must be restarted).
+    async fn pump(&mut self, flush: bool) -> Result<(), OperatorError> {
         while self.verdict_next < self.probes.len() {
             let r = self.probes.record(PROBES, self.verdict_next);
             self.verdict.process(&r).await.unwrap();
             self.verdict_next += 1;
         }
         if flush {
-            for (_, offset) in self.verdict.flush(None, true).await.unwrap() {
+            for (_, offset) in self.verdict.flush(None, true).await? {
                 self.verdict_committed = offset;
             }
         }
@@ -409,10 +416,11 @@ impl Pipeline {
             self.incidents_next += 1;
         }
         if flush {
-            for (_, offset) in self.incidents.flush(None, true).await.unwrap() {
+            for (_, offset) in self.incidents.flush(None, true).await? {
                 self.incidents_committed = offset;
             }
         }
+        Ok(())
     }
 
     /// Kills both stages (everything not checkpointed is lost) and starts them again,
@@ -452,20 +460,43 @@ impl Pipeline {
     }
 }
 
-/// Runs the scenario; with `crash`, kills both stages while they process `crash_at`.
-async fn run(s: &Scenario, crash: bool) -> Pipeline {
+/// Where a crash strikes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Crash {
+    None,
+    /// The verdict stage emitted and checkpointed, the incident stage took the verdicts
+    /// in; neither committed, and the incident stage lost its state.
+    BeforeCheckpoint,
+    /// Both stages appended their output, then died before checkpointing: each replays
+    /// its unfinished flush and appends the same messages again.
+    AfterOutput,
+}
+
+/// Runs the scenario with a crash while it processes minute `crash_at`.
+async fn run(s: &Scenario, crash: Crash) -> Pipeline {
     let mut p = Pipeline::new(config_of(s));
     for (minute, probes) in probes(s).iter().enumerate() {
         p.append(probes).await;
-        if crash && minute as u32 == s.crash_at {
-            // The verdict stage emits and the incident stage takes in, but neither
-            // checkpoints: both replay from their last commit.
-            p.pump(false).await;
-            p.verdict.flush(None, true).await.unwrap();
-            p.pump(false).await;
+        if minute as u32 == s.crash_at {
+            match crash {
+                Crash::None => {}
+                Crash::BeforeCheckpoint => {
+                    p.pump(false).await.unwrap();
+                    p.verdict.flush(None, true).await.unwrap();
+                    p.pump(false).await.unwrap();
+                    p.crash();
+                }
+                Crash::AfterOutput => {
+                    // The next flush of each stage that has output appends it and dies.
+                    p.findings.1.store(true, Relaxed);
+                    p.alerts.1.store(true, Relaxed);
+                }
+            }
+        }
+        while p.pump(true).await.is_err() {
+            assert_eq!(crash, Crash::AfterOutput, "a flush failed");
             p.crash();
         }
-        p.pump(true).await;
     }
     p
 }
@@ -565,7 +596,7 @@ async fn scenarios_produce_their_expected_incident_streams() {
     let all = scenarios();
     assert!(all.len() >= 6, "the scenario files are missing");
     for (name, s) in &all {
-        let p = run(s, false).await;
+        let p = run(s, Crash::None).await;
         let events = p.events();
         check_invariants(name, &events);
         check_expected(name, s, &events);
@@ -581,10 +612,16 @@ async fn scenarios_produce_their_expected_incident_streams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_scenario_produces_the_same_stream() {
-    for (name, s) in &scenarios() {
-        let clean = run(s, false).await.events();
-        let p = run(s, true).await;
+    let mut redelivered = 0;
+    for ((name, s), crash) in scenarios()
+        .iter()
+        .flat_map(|s| [(s, Crash::BeforeCheckpoint), (s, Crash::AfterOutput)])
+    {
+        let name = &format!("{name} ({crash:?})");
+        let clean = run(s, Crash::None).await.events();
+        let p = run(s, crash).await;
         let crashed = p.events();
+        redelivered += crashed.len() - dedup(crashed.clone()).len();
         check_invariants(name, &dedup(crashed.clone()));
         let ids = |evs: &[AlertEvent]| evs.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>();
         assert_eq!(
@@ -598,6 +635,7 @@ async fn a_crash_mid_scenario_produces_the_same_stream() {
         assert_eq!(rows, distinct, "{name}: duplicate rows in the alerts table");
         assert_eq!(distinct, clean.len() as u64, "{name}: alerts table");
     }
+    assert!(redelivered > 0, "no crash replayed an unfinished flush");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -607,7 +645,7 @@ async fn opted_in_tenants_get_a_provider_notice_naming_no_one_else() {
         .find(|(n, _)| n == "provider_storm")
         .unwrap();
     s.config = Some(serde_json::json!({"provider_notices": ["t7"]}));
-    let events = run(&s, false).await.events();
+    let events = run(&s, Crash::None).await.events();
     check_invariants("provider_storm+notices", &events);
     let suppress: Vec<&AlertEvent> = events
         .iter()

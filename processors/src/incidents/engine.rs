@@ -220,7 +220,7 @@ impl IncidentEngine {
             server: v.server.clone(),
             class: message.class,
         };
-        let transitions = self.tracker(&key).observe_verdict(v, &self.config.incident);
+        let transitions = Self::tracker(&mut self.state.trackers, &key).observe_verdict(v, &self.config.incident);
         let cause = cause_of(message);
         for t in transitions {
             self.apply(&key, t, Some((&cause, v.minute, active_tenants)), &mut out);
@@ -238,8 +238,7 @@ impl IncidentEngine {
             server: finding.server.clone(),
             class: FailureClass::of_finding(finding.kind),
         };
-        let transitions = self
-            .tracker(&key)
+        let transitions = Self::tracker(&mut self.state.trackers, &key)
             .observe_finding(finding, &self.config.incident);
         for t in transitions {
             self.apply(&key, t, None, &mut out);
@@ -262,7 +261,7 @@ impl IncidentEngine {
             .map(|(k, _)| k.clone())
             .collect();
         for key in quiet {
-            let transitions = self.tracker(&key).observe_time(now, &self.config.incident);
+            let transitions = Self::tracker(&mut self.state.trackers, &key).observe_time(now, &self.config.incident);
             for t in transitions {
                 self.apply(&key, t, None, &mut out);
             }
@@ -271,9 +270,11 @@ impl IncidentEngine {
         out
     }
 
-    fn tracker(&mut self, key: &IncidentKey) -> &mut IncidentTracker {
-        self.state
-            .trackers
+    fn tracker<'a>(
+        trackers: &'a mut BTreeMap<IncidentKey, IncidentTracker>,
+        key: &IncidentKey,
+    ) -> &'a mut IncidentTracker {
+        trackers
             .entry(key.clone())
             .or_insert_with(|| IncidentTracker::new(key.clone()))
     }
@@ -411,12 +412,15 @@ impl IncidentEngine {
         out: &mut Vec<AlertEvent>,
     ) {
         let mut event = self.event_of(key, &t);
+        // A new occurrence: an `Open`, or an `Update` of one held open as flapping.
+        let opens = match &t {
+            Transition::Open { .. } => true,
+            Transition::Update { .. } => !self.state.open.contains_key(key),
+            _ => false,
+        };
         match &t {
             Transition::Blip { .. } => out.push(with_id(event)),
-            Transition::Open { .. } | Transition::Update { .. }
-                if !self.state.open.contains_key(key) =>
-            {
-                // A new occurrence (an `Update` here is one held open as flapping).
+            Transition::Open { .. } | Transition::Update { .. } if opens => {
                 self.state.open.insert(key.clone(), event.clone());
                 let Some((cause, minute, active)) = probe else {
                     out.push(with_id(event));
@@ -437,6 +441,7 @@ impl IncidentEngine {
                 }
                 self.storm_events(storm_events, out);
             }
+            Transition::Open { .. } => unreachable!("an Open always opens"),
             Transition::Update { .. } => {
                 if let Some(held) = self.state.held.get_mut(key) {
                     // Not paged yet: the trigger goes out with what it knows now.
