@@ -75,7 +75,9 @@ fn probe_results_become_one_incident_that_resolves_with_its_duration() {
     post(
         &m,
         GLOBEX_TOKEN,
-        (1..=12).map(|ago| probe("maps", "eu-west", ago, false)).collect(),
+        (1..=12)
+            .map(|ago| probe("maps", "eu-west", ago, false))
+            .collect(),
     );
     let rows = wait_for(&m, "resolve");
     let actions: Vec<&str> = rows.iter().map(|r| r["action"].as_str().unwrap()).collect();
@@ -89,18 +91,27 @@ fn probe_results_become_one_incident_that_resolves_with_its_duration() {
     assert_eq!(resolve["duration_s"], 360, "six failing minutes");
     for r in &rows {
         let text = r.to_string();
-        assert!(!text.contains("198.51.100.20"), "an upstream address leaked: {text}");
+        assert!(
+            !text.contains("198.51.100.20"),
+            "an upstream address leaked: {text}"
+        );
     }
 
     // Tenancy: globex's SQL sees no alerts row of acme.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcpulse"))
-        .args(["query", "--format", "json", "--tenant", "globex", "--config"])
+        .args([
+            "query", "--format", "json", "--tenant", "globex", "--config",
+        ])
         .arg(&m.config)
         .arg("SELECT count(*) AS n FROM alerts")
         .env("ACME_TOKEN", ACME_TOKEN)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let n: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(n[0]["n"], 0);
 
@@ -116,9 +127,15 @@ fn probe_results_become_one_incident_that_resolves_with_its_duration() {
     post(&m, ACME_TOKEN, vec![probe("weather", "eu-west", 0, false)]);
     std::thread::sleep(Duration::from_secs(3));
     let again = alerts(&m);
-    let ids: std::collections::BTreeSet<&str> =
-        again.iter().map(|r| r["event_id"].as_str().unwrap()).collect();
-    assert_eq!(ids.len(), again.len(), "duplicate rows after a restart: {again:#?}");
+    let ids: std::collections::BTreeSet<&str> = again
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        again.len(),
+        "duplicate rows after a restart: {again:#?}"
+    );
     assert_eq!(
         again.iter().filter(|r| r["action"] == "trigger").count(),
         1,

@@ -252,6 +252,10 @@ mod tests {
             anonymous_tenant: Some("_operator".into()),
             ..config()
         };
-        assert!(Authenticator::new(&anonymous).unwrap_err().contains("reserved"));
+        assert!(
+            Authenticator::new(&anonymous)
+                .unwrap_err()
+                .contains("reserved")
+        );
     }
 }

@@ -212,8 +212,14 @@ pub struct FindingsOutput {
 
 impl FindingsOutput {
     /// Appends `messages` durably, in order, per topic.
-    pub async fn send_messages(&self, messages: &[(OutTopic, Message)]) -> Result<(), OperatorError> {
-        for (which, topic) in [(OutTopic::Findings, &self.topic), (OutTopic::Alerts, &self.alerts_topic)] {
+    pub async fn send_messages(
+        &self,
+        messages: &[(OutTopic, Message)],
+    ) -> Result<(), OperatorError> {
+        for (which, topic) in [
+            (OutTopic::Findings, &self.topic),
+            (OutTopic::Alerts, &self.alerts_topic),
+        ] {
             let batch: Vec<Message> = messages
                 .iter()
                 .filter(|(t, _)| *t == which)

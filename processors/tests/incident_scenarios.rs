@@ -24,13 +24,13 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use mcpulse_bus::{BusError, Delivery, Header, Message, Producer, Record, TopicPartition};
 use mcpulse_processors::Operator;
-use mcpulse_processors::operator::OperatorError;
 use mcpulse_processors::archive::{ArchiveConfig, ArchiveTarget};
 use mcpulse_processors::incidents::fleet::FleetView;
 use mcpulse_processors::incidents::{
     IncidentContext, IncidentLogic, IncidentMetrics, IncidentsConfig, VerdictContext, VerdictLogic,
     VerdictMetrics,
 };
+use mcpulse_processors::operator::OperatorError;
 use mcpulse_processors::stateful::{FindingsOutput, PartitionLogic, StatefulOperator};
 use mcpulse_processors::stats::RuntimeStats;
 use mcpulse_queries::{QueryConfig, QueryEngine, Scope};
@@ -176,8 +176,8 @@ fn scenarios() -> Vec<(String, Scenario)> {
         .map(|p| {
             let text = std::fs::read_to_string(&p).unwrap();
             let name = p.file_stem().unwrap().to_string_lossy().to_string();
-            let scenario = serde_yaml_ng::from_str(&text)
-                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let scenario =
+                serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             (name, scenario)
         })
         .collect()
@@ -209,7 +209,9 @@ fn probes(s: &Scenario) -> Vec<Vec<(String, ProbeResult)>> {
                             let in_range = (f.from * 60..f.to * 60).contains(&second);
                             let in_region = f.regions.as_ref().is_none_or(|rs| rs.contains(region));
                             let down = || match (f.period_s, f.down_s) {
-                                (Some(period), Some(down)) => (second - f.from * 60) % period < down,
+                                (Some(period), Some(down)) => {
+                                    (second - f.from * 60) % period < down
+                                }
                                 _ => true,
                             };
                             in_range && in_region && down()
@@ -367,7 +369,10 @@ impl Pipeline {
         target: &ArchiveTarget,
         findings: &Arc<Topic>,
         alerts: &Arc<Topic>,
-    ) -> (StatefulOperator<VerdictLogic>, StatefulOperator<IncidentLogic>) {
+    ) -> (
+        StatefulOperator<VerdictLogic>,
+        StatefulOperator<IncidentLogic>,
+    ) {
         let verdict = VerdictContext {
             settings: config.verdict(),
             fleet: Arc::new(FleetView::new(60)),
@@ -446,7 +451,10 @@ impl Pipeline {
         );
         let engine = QueryEngine::new(catalog, QueryConfig::default());
         let result = engine
-            .execute(&Scope::All, "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM alerts")
+            .execute(
+                &Scope::All,
+                "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM alerts",
+            )
             .await
             .unwrap();
         let bytes = mcpulse_queries::OutputFormat::Json
@@ -567,26 +575,45 @@ fn check_invariants(name: &str, events: &[AlertEvent]) {
         e.check_boundaries()
             .unwrap_or_else(|err| panic!("{name}: {err}: {e:?}"));
         let text = serde_json::to_string(e).unwrap();
-        assert!(!text.contains("203.0.113.7"), "{name}: an address leaked: {text}");
-        assert!(!text.contains("prober-"), "{name}: a prober name leaked: {text}");
+        assert!(
+            !text.contains("203.0.113.7"),
+            "{name}: an address leaked: {text}"
+        );
+        assert!(
+            !text.contains("prober-"),
+            "{name}: a prober name leaked: {text}"
+        );
         if e.tenant == OPERATOR_TENANT {
             assert!(e.server.is_none() && e.storm.is_some(), "{name}: {e:?}");
             for t in ["\"t1\"", "\"u1\"", "t1-api"] {
-                assert!(!text.contains(t), "{name}: a storm event names a member: {text}");
+                assert!(
+                    !text.contains(t),
+                    "{name}: a storm event names a member: {text}"
+                );
             }
         }
         by_incident.entry(&e.incident_id).or_default().push(e);
     }
     for (id, evs) in by_incident {
-        let triggers = evs.iter().filter(|e| e.action == AlertAction::Trigger).count();
-        assert!(triggers <= 1, "{name}: incident {id} triggered {triggers} times");
+        let triggers = evs
+            .iter()
+            .filter(|e| e.action == AlertAction::Trigger)
+            .count();
+        assert!(
+            triggers <= 1,
+            "{name}: incident {id} triggered {triggers} times"
+        );
         let suppressed = evs.iter().position(|e| e.action == AlertAction::Suppress);
         let trigger = evs.iter().position(|e| e.action == AlertAction::Trigger);
         if let (Some(s), Some(t)) = (suppressed, trigger) {
             assert!(t < s, "{name}: incident {id} paged after it was suppressed");
         }
         if let Some(r) = evs.iter().position(|e| e.action == AlertAction::Resolve) {
-            assert_eq!(r, evs.len() - 1, "{name}: incident {id} has events after its resolve");
+            assert_eq!(
+                r,
+                evs.len() - 1,
+                "{name}: incident {id} has events after its resolve"
+            );
         }
     }
 }
@@ -606,7 +633,11 @@ async fn scenarios_produce_their_expected_incident_streams() {
             "{name}: event ids repeat without a crash"
         );
         let (rows, distinct) = p.alert_rows().await;
-        assert_eq!((rows, distinct), (events.len() as u64, events.len() as u64), "{name}: alerts table");
+        assert_eq!(
+            (rows, distinct),
+            (events.len() as u64, events.len() as u64),
+            "{name}: alerts table"
+        );
     }
 }
 

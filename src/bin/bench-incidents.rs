@@ -300,11 +300,15 @@ fn main() {
                     timestamp_ms: 0,
                 };
                 findings_read += 1;
-                let before = incidents.logic(&incidents_tp).map_or(0, |l| l.pending_events());
+                let before = incidents
+                    .logic(&incidents_tp)
+                    .map_or(0, |l| l.pending_events());
                 let t = Instant::now();
                 incidents.process(&record).await.unwrap();
                 let took = t.elapsed().as_nanos() as u64;
-                let after = incidents.logic(&incidents_tp).map_or(0, |l| l.pending_events());
+                let after = incidents
+                    .logic(&incidents_tp)
+                    .map_or(0, |l| l.pending_events());
                 decided.extend(std::iter::repeat_n(took, after.saturating_sub(before)));
             }
             let t = Instant::now();
@@ -364,7 +368,10 @@ fn main() {
         findings_read,
         peak_rss_mb()
     );
-    assert!(by.get("storm trigger").copied().unwrap_or(0) >= 1, "the storm was not detected");
+    assert!(
+        by.get("storm trigger").copied().unwrap_or(0) >= 1,
+        "the storm was not detected"
+    );
     assert_eq!(
         incident_metrics.redacted.load(Relaxed),
         0,

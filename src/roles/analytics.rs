@@ -167,7 +167,7 @@ pub async fn start_analytics(
         };
         let stats = Arc::new(RuntimeStats::default());
         // The verdict stage writes no table: its output is messages on findings.v1.
-        let runtime = runtime::<VerdictLogic>(
+        let verdict_runtime = runtime::<VerdictLogic>(
             config,
             bus,
             archive,
@@ -180,7 +180,7 @@ pub async fn start_analytics(
             stats.clone(),
         )
         .await?;
-        roles.spawn_processor(runtime);
+        roles.spawn_processor(verdict_runtime);
         sources.push(Arc::new(NamedStats {
             operator: "verdict",
             stats,

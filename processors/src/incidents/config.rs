@@ -109,7 +109,11 @@ impl IncidentsConfig {
         EngineConfig {
             incident: self.lifecycle(),
             storm: self.storm.clone(),
-            provider_notices: self.provider_notices.iter().cloned().collect::<BTreeSet<_>>(),
+            provider_notices: self
+                .provider_notices
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>(),
         }
     }
 
@@ -126,7 +130,9 @@ impl IncidentsConfig {
     /// Checks what serde cannot; errors name the field (`incidents.storm.window: …`).
     pub fn validate(&self) -> Result<(), String> {
         self.lifecycle().validate()?;
-        self.storm.validate().map_err(|e| format!("incidents.{e}"))?;
+        self.storm
+            .validate()
+            .map_err(|e| format!("incidents.{e}"))?;
         ProviderTable::new(self.providers.clone()).validate()?;
         for (i, tenant) in self.provider_notices.iter().enumerate() {
             if !valid_tenant_id(tenant) {
@@ -196,9 +202,25 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         assert!(parse("bogus: 1").unwrap_err().contains("bogus"));
-        assert!(parse("resolve_after: 0").unwrap_err().contains("incidents.resolve_after"));
-        assert!(parse("storm: {min_tenants: 1}").unwrap_err().contains("incidents.storm.min_tenants"));
-        assert!(parse("provider_notices: ['../x']").unwrap_err().contains("incidents.provider_notices[0]"));
-        assert!(parse("storm: {hold: 10m}").unwrap_err().contains("incidents.storm.hold"));
+        assert!(
+            parse("resolve_after: 0")
+                .unwrap_err()
+                .contains("incidents.resolve_after")
+        );
+        assert!(
+            parse("storm: {min_tenants: 1}")
+                .unwrap_err()
+                .contains("incidents.storm.min_tenants")
+        );
+        assert!(
+            parse("provider_notices: ['../x']")
+                .unwrap_err()
+                .contains("incidents.provider_notices[0]")
+        );
+        assert!(
+            parse("storm: {hold: 10m}")
+                .unwrap_err()
+                .contains("incidents.storm.hold")
+        );
     }
 }

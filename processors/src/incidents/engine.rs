@@ -121,7 +121,12 @@ pub fn cause_of(message: &VerdictMessage) -> Cause {
 /// (verdict evidence directly or under `last_failure`; finding evidence has no scope).
 fn failure_fields(evidence: &Value) -> (String, Option<String>, Vec<String>) {
     let failure = evidence.get("last_failure").unwrap_or(evidence);
-    let text = |name: &str| failure.get(name).and_then(Value::as_str).map(str::to_string);
+    let text = |name: &str| {
+        failure
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     let scope = text("scope").unwrap_or_else(|| "finding".to_string());
     let reason = text("reason").or_else(|| text("kind"));
     let regions = match failure.get("failing_regions").and_then(Value::as_array) {
@@ -220,7 +225,8 @@ impl IncidentEngine {
             server: v.server.clone(),
             class: message.class,
         };
-        let transitions = Self::tracker(&mut self.state.trackers, &key).observe_verdict(v, &self.config.incident);
+        let transitions =
+            Self::tracker(&mut self.state.trackers, &key).observe_verdict(v, &self.config.incident);
         let cause = cause_of(message);
         for t in transitions {
             self.apply(&key, t, Some((&cause, v.minute, active_tenants)), &mut out);
@@ -261,7 +267,8 @@ impl IncidentEngine {
             .map(|(k, _)| k.clone())
             .collect();
         for key in quiet {
-            let transitions = Self::tracker(&mut self.state.trackers, &key).observe_time(now, &self.config.incident);
+            let transitions = Self::tracker(&mut self.state.trackers, &key)
+                .observe_time(now, &self.config.incident);
             for t in transitions {
                 self.apply(&key, t, None, &mut out);
             }
@@ -374,7 +381,10 @@ impl IncidentEngine {
             } => (
                 Some(*resolved_at),
                 Some(duration.as_secs()),
-                format!("{server} {class} resolved after {}", human_duration(*duration)),
+                format!(
+                    "{server} {class} resolved after {}",
+                    human_duration(*duration)
+                ),
             ),
         };
         AlertEvent {
@@ -434,7 +444,9 @@ impl IncidentEngine {
                 if !suppressed {
                     if event.action == AlertAction::Trigger && !hold.is_zero() {
                         let release_at = minute + delta(hold);
-                        self.state.held.insert(key.clone(), Held { event, release_at });
+                        self.state
+                            .held
+                            .insert(key.clone(), Held { event, release_at });
                     } else {
                         out.push(with_id(event));
                     }
@@ -495,7 +507,8 @@ impl IncidentEngine {
                     let Some(last) = self.state.storms.get(&storm_id) else {
                         continue;
                     };
-                    let mut event = self.storm_event(&storm_id, &cause, last.opened_at, tenants, members);
+                    let mut event =
+                        self.storm_event(&storm_id, &cause, last.opened_at, tenants, members);
                     event.action = AlertAction::Update;
                     self.state.storms.insert(storm_id, event.clone());
                     out.push(with_id(event));
@@ -511,7 +524,8 @@ impl IncidentEngine {
                     ..
                 } => {
                     self.state.storms.remove(&storm_id);
-                    let mut event = self.storm_event(&storm_id, &cause, opened_at, tenants, members);
+                    let mut event =
+                        self.storm_event(&storm_id, &cause, opened_at, tenants, members);
                     event.action = AlertAction::Resolve;
                     event.status = AlertStatus::Resolved;
                     event.time = cleared_at;

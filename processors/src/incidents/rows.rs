@@ -36,8 +36,11 @@ fn batch(events: &[&AlertEvent]) -> arrow::error::Result<RecordBatch> {
     let (mut time, mut opened, mut resolved) = (ts(), ts(), ts());
     let mut strings: Vec<StringBuilder> = (0..12).map(|_| StringBuilder::new()).collect();
     let mut storm: Vec<StringBuilder> = (0..3).map(|_| StringBuilder::new()).collect();
-    let (mut duration, mut tenants, mut members) =
-        (Int64Builder::new(), Int64Builder::new(), Int64Builder::new());
+    let (mut duration, mut tenants, mut members) = (
+        Int64Builder::new(),
+        Int64Builder::new(),
+        Int64Builder::new(),
+    );
     let mut evidence = StringBuilder::new();
     for e in events {
         time.append_value(ns(e.time));
@@ -69,9 +72,13 @@ fn batch(events: &[&AlertEvent]) -> arrow::error::Result<RecordBatch> {
         strings[11].append_value(&e.summary);
         evidence.append_value(e.evidence.to_string());
     }
-    let mut s = strings.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut s = strings
+        .into_iter()
+        .map(|mut b| Arc::new(b.finish()) as ArrayRef);
     let mut next = || s.next().expect("12 string columns");
-    let mut st = storm.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut st = storm
+        .into_iter()
+        .map(|mut b| Arc::new(b.finish()) as ArrayRef);
     let mut storm_col = || st.next().expect("3 storm columns");
     let columns: Vec<ArrayRef> = vec![
         Arc::new(time.finish()),

@@ -56,17 +56,52 @@ pub struct IncidentMetrics {
 
 impl MetricsSource for IncidentMetrics {
     fn render(&self, out: &mut PromWriter) {
-        out.counter("mcpulse_incident_verdicts_total", "Verdicts taken by the incident stage.", &[], self.verdicts.load(Relaxed));
-        out.counter("mcpulse_incident_findings_total", "Analytic findings taken by the incident stage.", &[], self.findings.load(Relaxed));
+        out.counter(
+            "mcpulse_incident_verdicts_total",
+            "Verdicts taken by the incident stage.",
+            &[],
+            self.verdicts.load(Relaxed),
+        );
+        out.counter(
+            "mcpulse_incident_findings_total",
+            "Analytic findings taken by the incident stage.",
+            &[],
+            self.findings.load(Relaxed),
+        );
         for (i, action) in ACTIONS.iter().enumerate() {
-            out.counter("mcpulse_alert_events_total", "Incident transitions emitted on alerts.v1, by action.", &[("action", action.as_str())], self.events[i].load(Relaxed));
+            out.counter(
+                "mcpulse_alert_events_total",
+                "Incident transitions emitted on alerts.v1, by action.",
+                &[("action", action.as_str())],
+                self.events[i].load(Relaxed),
+            );
         }
         for (i, severity) in SEVERITIES.iter().enumerate() {
-            out.gauge("mcpulse_incidents_open", "Open incidents (flapping and suppressed included), by severity.", &[("severity", severity.as_str())], self.open[i].load(Relaxed).max(0) as f64);
+            out.gauge(
+                "mcpulse_incidents_open",
+                "Open incidents (flapping and suppressed included), by severity.",
+                &[("severity", severity.as_str())],
+                self.open[i].load(Relaxed).max(0) as f64,
+            );
         }
-        out.gauge("mcpulse_storms_open", "Storms open.", &[], self.storms_open.load(Relaxed).max(0) as f64);
-        out.gauge("mcpulse_incident_triggers_held", "Triggers held while a storm may form.", &[], self.held.load(Relaxed).max(0) as f64);
-        out.counter("mcpulse_alert_events_redacted_total", "Events whose evidence was redacted to keep the payload boundaries.", &[], self.redacted.load(Relaxed));
+        out.gauge(
+            "mcpulse_storms_open",
+            "Storms open.",
+            &[],
+            self.storms_open.load(Relaxed).max(0) as f64,
+        );
+        out.gauge(
+            "mcpulse_incident_triggers_held",
+            "Triggers held while a storm may form.",
+            &[],
+            self.held.load(Relaxed).max(0) as f64,
+        );
+        out.counter(
+            "mcpulse_alert_events_redacted_total",
+            "Events whose evidence was redacted to keep the payload boundaries.",
+            &[],
+            self.redacted.load(Relaxed),
+        );
     }
 }
 
@@ -144,7 +179,9 @@ impl IncidentLogic {
         self.metrics
             .storms_open
             .fetch_add(now.storms - self.reported.storms, Relaxed);
-        self.metrics.held.fetch_add(now.held - self.reported.held, Relaxed);
+        self.metrics
+            .held
+            .fetch_add(now.held - self.reported.held, Relaxed);
         self.reported = now;
     }
 
@@ -155,7 +192,8 @@ impl IncidentLogic {
         if let Err(problem) = event.check_boundaries() {
             self.metrics.redacted.fetch_add(1, Relaxed);
             error!(incident = %event.incident_id, %problem, "alert event crossed a payload boundary; evidence redacted");
-            event.evidence = json!({"redacted": "evidence withheld: it crossed a payload boundary"});
+            event.evidence =
+                json!({"redacted": "evidence withheld: it crossed a payload boundary"});
             if event.check_boundaries().is_err() {
                 event.summary = format!("{} {}", event.class, event.action.as_str());
                 event.reason = None;
@@ -184,7 +222,9 @@ impl Drop for IncidentLogic {
         for i in 0..4 {
             self.metrics.open[i].fetch_sub(self.reported.open[i], Relaxed);
         }
-        self.metrics.storms_open.fetch_sub(self.reported.storms, Relaxed);
+        self.metrics
+            .storms_open
+            .fetch_sub(self.reported.storms, Relaxed);
         self.metrics.held.fetch_sub(self.reported.held, Relaxed);
     }
 }
@@ -193,14 +233,22 @@ impl PartitionLogic for IncidentLogic {
     type State = IncidentStageState;
     type Context = IncidentContext;
 
-    fn restore(context: &IncidentContext, _tp: &TopicPartition, state: Option<IncidentStageState>) -> Self {
+    fn restore(
+        context: &IncidentContext,
+        _tp: &TopicPartition,
+        state: Option<IncidentStageState>,
+    ) -> Self {
         let (engine, max_event_ns, outbox) = match state {
             Some(s) => (
                 IncidentEngine::restore(context.engine.clone(), s.engine),
                 s.max_event_ns,
                 s.outbox,
             ),
-            None => (IncidentEngine::new(context.engine.clone()), i64::MIN, Vec::new()),
+            None => (
+                IncidentEngine::new(context.engine.clone()),
+                i64::MIN,
+                Vec::new(),
+            ),
         };
         let mut logic = Self {
             engine,
@@ -235,7 +283,9 @@ impl PartitionLogic for IncidentLogic {
                 return Err("verdict: the tenant header does not match the payload".into());
             }
             let end = message.verdict.minute + chrono::Duration::minutes(1);
-            self.max_event_ns = self.max_event_ns.max(ns(end).min(now_ns() + 60_000_000_000));
+            self.max_event_ns = self
+                .max_event_ns
+                .max(ns(end).min(now_ns() + 60_000_000_000));
             self.metrics.verdicts.fetch_add(1, Relaxed);
             let events = self
                 .engine

@@ -102,10 +102,30 @@ pub struct VerdictMetrics {
 
 impl MetricsSource for VerdictMetrics {
     fn render(&self, out: &mut PromWriter) {
-        out.counter("mcpulse_verdict_probes_total", "Probe results taken into verdicts.", &[], self.probes.load(Relaxed));
-        out.counter("mcpulse_verdict_verdicts_total", "Verdict minutes decided (per server and minute).", &[], self.verdicts.load(Relaxed));
-        out.counter("mcpulse_verdict_sent_total", "Verdicts sent to incidents (failing ones, and those of recently failing classes).", &[], self.sent.load(Relaxed));
-        out.counter("mcpulse_verdict_late_total", "Probe results whose minute had closed.", &[], self.late.load(Relaxed));
+        out.counter(
+            "mcpulse_verdict_probes_total",
+            "Probe results taken into verdicts.",
+            &[],
+            self.probes.load(Relaxed),
+        );
+        out.counter(
+            "mcpulse_verdict_verdicts_total",
+            "Verdict minutes decided (per server and minute).",
+            &[],
+            self.verdicts.load(Relaxed),
+        );
+        out.counter(
+            "mcpulse_verdict_sent_total",
+            "Verdicts sent to incidents (failing ones, and those of recently failing classes).",
+            &[],
+            self.sent.load(Relaxed),
+        );
+        out.counter(
+            "mcpulse_verdict_late_total",
+            "Probe results whose minute had closed.",
+            &[],
+            self.late.load(Relaxed),
+        );
     }
 }
 
@@ -150,7 +170,11 @@ impl PartitionLogic for VerdictLogic {
     type State = VerdictStageState;
     type Context = VerdictContext;
 
-    fn restore(context: &VerdictContext, _tp: &TopicPartition, state: Option<VerdictStageState>) -> Self {
+    fn restore(
+        context: &VerdictContext,
+        _tp: &TopicPartition,
+        state: Option<VerdictStageState>,
+    ) -> Self {
         let (aggregator, max_event_ns, recent, tenants) = match state {
             Some(s) => (
                 VerdictAggregator::restore(s.aggregator),
@@ -158,7 +182,12 @@ impl PartitionLogic for VerdictLogic {
                 s.recent,
                 s.tenants,
             ),
-            None => (VerdictAggregator::new(), i64::MIN, BTreeMap::new(), BTreeMap::new()),
+            None => (
+                VerdictAggregator::new(),
+                i64::MIN,
+                BTreeMap::new(),
+                BTreeMap::new(),
+            ),
         };
         for (tenant, minute) in &tenants {
             context.fleet.touch(tenant, *minute);
@@ -209,14 +238,17 @@ impl PartitionLogic for VerdictLogic {
         self.aggregator.observe(tenant, &probe, &provider);
         self.metrics.probes.fetch_add(1, Relaxed);
         let late = self.aggregator.late();
-        self.metrics.late.fetch_add(late - self.reported_late, Relaxed);
+        self.metrics
+            .late
+            .fetch_add(late - self.reported_late, Relaxed);
         self.reported_late = late;
         Ok(())
     }
 
     fn watermark(&self) -> i64 {
         let lateness = self.settings.allowed_lateness.as_nanos() as i64;
-        if self.max_event_ns == i64::MIN && self.last_record.elapsed() < self.settings.idle_timeout {
+        if self.max_event_ns == i64::MIN && self.last_record.elapsed() < self.settings.idle_timeout
+        {
             return i64::MIN;
         }
         let by_events = self.max_event_ns.saturating_sub(lateness);
@@ -231,15 +263,18 @@ impl PartitionLogic for VerdictLogic {
         if watermark_ns == i64::MIN {
             return Ok(Closed::default());
         }
-        let closed_before = DateTime::<Utc>::from_timestamp_nanos(
-            watermark_ns.div_euclid(MINUTE_NS) * MINUTE_NS,
-        );
+        let closed_before =
+            DateTime::<Utc>::from_timestamp_nanos(watermark_ns.div_euclid(MINUTE_NS) * MINUTE_NS);
         let mut verdicts = self.aggregator.close(closed_before);
         // Minute by minute across servers (each server's minutes stay in order), so the
         // incident stage's event time moves forward with the fleet's.
-        verdicts.sort_by(|a, b| (a.minute, &a.tenant, &a.server).cmp(&(b.minute, &b.tenant, &b.server)));
+        verdicts.sort_by(|a, b| {
+            (a.minute, &a.tenant, &a.server).cmp(&(b.minute, &b.tenant, &b.server))
+        });
         let mut active: Option<(DateTime<Utc>, u64)> = None;
-        self.metrics.verdicts.fetch_add(verdicts.len() as u64, Relaxed);
+        self.metrics
+            .verdicts
+            .fetch_add(verdicts.len() as u64, Relaxed);
         let follow = chrono::Duration::from_std(self.settings.follow_for)
             .unwrap_or(chrono::Duration::hours(2));
         let mut messages = Vec::new();
