@@ -44,7 +44,7 @@
 //! `latency_degraded from us-east (1 of 3 regions)`,
 //! `ok from eu-west (1 of 2 regions); auth_required from us-east (not an outage)`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
@@ -175,8 +175,9 @@ type Minutes = BTreeMap<DateTime<Utc>, Bucket>;
 /// The per-partition state of the verdict stage (see the module docs).
 #[derive(Clone, Debug, Default)]
 pub struct VerdictAggregator {
-    /// tenant → server → minute → bucket: iteration order is the verdict order.
-    tenants: BTreeMap<String, BTreeMap<String, Minutes>>,
+    /// tenant → server → minute → bucket (hashed: one lookup per probe is the hot path;
+    /// verdicts and checkpoints are sorted when they are produced).
+    tenants: HashMap<String, HashMap<String, Minutes>>,
     open: usize,
     closed_before: Option<DateTime<Utc>>,
     late: u64,
@@ -209,7 +210,7 @@ impl VerdictAggregator {
     /// The bucket of (tenant, server, minute), created if needed.
     fn bucket(&mut self, tenant: &str, server: &str, minute: DateTime<Utc>) -> &mut Bucket {
         if !self.tenants.contains_key(tenant) {
-            self.tenants.insert(tenant.to_owned(), BTreeMap::new());
+            self.tenants.insert(tenant.to_owned(), HashMap::new());
         }
         let servers = self.tenants.get_mut(tenant).expect("inserted above");
         if !servers.contains_key(server) {
@@ -248,6 +249,9 @@ impl VerdictAggregator {
             servers.retain(|_, minutes| !minutes.is_empty());
         }
         self.tenants.retain(|_, servers| !servers.is_empty());
+        verdicts.sort_by(|a, b| {
+            (&a.tenant, &a.server, a.minute).cmp(&(&b.tenant, &b.server, b.minute))
+        });
         verdicts
     }
 
@@ -291,6 +295,9 @@ impl VerdictAggregator {
                 }
             }
         }
+        buckets.sort_by(|a, b| {
+            (&a.tenant, &a.server, a.minute).cmp(&(&b.tenant, &b.server, b.minute))
+        });
         VerdictState {
             buckets,
             closed_before: self.closed_before,

@@ -8,7 +8,7 @@
 //! failing with another class): the incident of that class needs them to resolve.
 //! Healthy servers without recent failures send nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -35,6 +35,8 @@ pub const HEADER_KIND: &str = "mcpulse-kind";
 pub const KIND_VERDICT: &str = "verdict";
 
 const MINUTE_NS: i64 = 60_000_000_000;
+/// Endpoint URLs whose provider is remembered (the cache starts over when full).
+const MAX_CACHED_PROVIDERS: usize = 200_000;
 
 /// A verdict routed to the incident of `class`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -155,6 +157,8 @@ pub struct VerdictLogic {
     max_event_ns: i64,
     recent: BTreeMap<String, BTreeMap<FailureClass, DateTime<Utc>>>,
     tenants: BTreeMap<String, i64>,
+    /// Provider of each endpoint URL seen (probes repeat their URLs every round).
+    providers: HashMap<String, String>,
     last_record: Instant,
     settings: VerdictSettings,
     fleet: Arc<FleetView>,
@@ -198,6 +202,7 @@ impl PartitionLogic for VerdictLogic {
             max_event_ns,
             recent,
             tenants,
+            providers: HashMap::new(),
             last_record: Instant::now(),
             settings: context.settings.clone(),
             fleet: context.fleet.clone(),
@@ -231,11 +236,16 @@ impl PartitionLogic for VerdictLogic {
                 self.tenants.insert(tenant.to_string(), minute);
             }
         }
-        let provider = self
-            .settings
-            .providers
-            .provider_of_url(probe.url.as_deref().unwrap_or(""));
-        self.aggregator.observe(tenant, &probe, &provider);
+        let url = probe.url.as_deref().unwrap_or("");
+        if !self.providers.contains_key(url) {
+            if self.providers.len() >= MAX_CACHED_PROVIDERS {
+                self.providers.clear();
+            }
+            let provider = self.settings.providers.provider_of_url(url);
+            self.providers.insert(url.to_string(), provider);
+        }
+        self.aggregator
+            .observe(tenant, &probe, &self.providers[url]);
         self.metrics.probes.fetch_add(1, Relaxed);
         let late = self.aggregator.late();
         self.metrics
