@@ -135,6 +135,9 @@ struct Matcher {
     /// Whether the event links a storm (`storm_id`).
     #[serde(default)]
     storm: Option<bool>,
+    /// A storm event's member count.
+    #[serde(default)]
+    storm_members: Option<u64>,
     #[serde(default = "one")]
     count: u32,
 }
@@ -160,6 +163,9 @@ impl Matcher {
             && self.opened_at.is_none_or(|m| minutes(e.opened_at) == m)
             && self.time.is_none_or(|m| minutes(e.time) == m)
             && self.storm.is_none_or(|s| s == e.storm_id.is_some())
+            && self
+                .storm_members
+                .is_none_or(|n| e.storm.as_ref().is_some_and(|s| s.members == n))
     }
 }
 

@@ -17,7 +17,7 @@
 //! | `Update` (escalated, evidence) | `update`, `open` (or `suppressed` for a storm member) |
 //! | `Update` (flapping) | `update`, `flapping` |
 //! | `Resolve` | `resolve`, `resolved`, with `resolved_at` and `duration_s` |
-//! | storm `Open` / `Grow` / `Clear` | `trigger` / `update` / `resolve` of the storm (tenant `_operator`, class `storm`, counts only) |
+//! | storm `Open` / `Grow` / `Clear` | `trigger` / `update` (at most one per storm each time event time moves) / `resolve` of the storm (tenant `_operator`, class `storm`, counts only) |
 //! | storm `Suppress` | `suppress`, `suppressed`, with `storm_id` (and `provider_outage` for opted-in tenants) |
 //! | storm `ResolveMember` | `resolve`, `resolved`, with `storm_id` |
 //!
@@ -76,6 +76,11 @@ pub struct EngineState {
     open: BTreeMap<IncidentKey, AlertEvent>,
     /// The last event of every open storm, by storm id.
     storms: BTreeMap<String, AlertEvent>,
+    /// Storms whose counts changed since their last event: one `update` each goes out
+    /// when event time next moves (members join by the dozen in a minute; operators get
+    /// one update, not one per member).
+    #[serde(default)]
+    grown: BTreeSet<String>,
     now: Option<DateTime<Utc>>,
 }
 
@@ -178,6 +183,7 @@ impl IncidentEngine {
                 held: BTreeMap::new(),
                 open: BTreeMap::new(),
                 storms: BTreeMap::new(),
+                grown: BTreeSet::new(),
                 now: None,
             },
         }
@@ -298,6 +304,12 @@ impl IncidentEngine {
             return;
         }
         self.state.now = Some(at);
+        for storm_id in std::mem::take(&mut self.state.grown) {
+            if let Some(event) = self.state.storms.get_mut(&storm_id) {
+                event.time = at;
+                out.push(with_id(event.clone()));
+            }
+        }
         let events = self.state.storm.advance(at);
         self.storm_events(events, out);
         let due: Vec<IncidentKey> = self
@@ -510,8 +522,8 @@ impl IncidentEngine {
                     let mut event =
                         self.storm_event(&storm_id, &cause, last.opened_at, tenants, members);
                     event.action = AlertAction::Update;
-                    self.state.storms.insert(storm_id, event.clone());
-                    out.push(with_id(event));
+                    self.state.storms.insert(storm_id.clone(), event);
+                    self.state.grown.insert(storm_id);
                 }
                 StormEvent::Clear {
                     storm_id,
@@ -524,6 +536,7 @@ impl IncidentEngine {
                     ..
                 } => {
                     self.state.storms.remove(&storm_id);
+                    self.state.grown.remove(&storm_id);
                     let mut event =
                         self.storm_event(&storm_id, &cause, opened_at, tenants, members);
                     event.action = AlertAction::Resolve;
