@@ -9,12 +9,18 @@
 //! of that result to a running `mcpulse run`, whose drift operator consumes the probes
 //! topic. `probe --once` names the server after the URL's host, so each test renames it
 //! before posting.
+//!
+//! The drift operator counts in probe rounds: results whose `started_at` falls in the same
+//! `drift.round` (1 minute) are one round, and probes posted back to back would all be one.
+//! So each posted result gets a `started_at` of its own minute ([`Rounds`]), as the
+//! prober's 1-minute interval would give it.
 
 mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Duration as TimeDelta, Utc};
 use common::mcp_servers::{McpServer, PythonOptions, Transport};
 use common::{ACME_TOKEN, Mcpulse, http};
 use serde_json::Value;
@@ -63,11 +69,35 @@ fn probe_once(url: &str) -> Value {
     result
 }
 
-/// Probes `url` once, posts the result as server `server` (tenant acme), and returns
-/// `(tools_hash, tool_count)` of the probe.
-fn probe_and_post(m: &Mcpulse, url: &str, server: &str) -> (String, u64) {
+/// The probe rounds of a test: one minute each (the default `drift.round`), counting up
+/// from an hour ago (well within the accepted event-time window).
+struct Rounds {
+    base: DateTime<Utc>,
+    next: i64,
+}
+
+impl Rounds {
+    fn new() -> Self {
+        Self {
+            base: Utc::now() - TimeDelta::hours(1),
+            next: 0,
+        }
+    }
+
+    /// The `started_at` of the next round: a minute after the previous one's.
+    fn next_start(&mut self) -> DateTime<Utc> {
+        let at = self.base + TimeDelta::minutes(self.next);
+        self.next += 1;
+        at
+    }
+}
+
+/// Probes `url` once, posts the result as server `server` (tenant acme) in the next of
+/// `rounds`, and returns `(tools_hash, tool_count)` of the probe.
+fn probe_and_post(m: &Mcpulse, url: &str, server: &str, rounds: &mut Rounds) -> (String, u64) {
     let mut result = probe_once(url);
     result["server"] = Value::from(server);
+    result["started_at"] = Value::from(rounds.next_start().to_rfc3339());
     let resp = http()
         .post(m.url("/v1/probes"))
         .header("content-type", "application/json")
@@ -144,13 +174,14 @@ fn wait_drift_rows(m: &Mcpulse, server: &str) -> Vec<Value> {
 fn a_server_restarted_with_a_changed_tool_list_gives_one_classified_drift() {
     let server_id = "python-restarted";
     let m = Mcpulse::start(EXTRA);
+    let mut rounds = Rounds::new();
 
     // v1: add, echo, weather. Three rounds confirm it as the baseline: no row.
     let mut server = python_server("v1", 0);
     let url = server.url().to_string();
     let port = server.addr().port();
     let v1: Vec<(String, u64)> = (0..3)
-        .map(|_| probe_and_post(&m, &url, server_id))
+        .map(|_| probe_and_post(&m, &url, server_id, &mut rounds))
         .collect();
     let v1_hash = v1[0].0.clone();
     for (hash, count) in &v1 {
@@ -173,7 +204,7 @@ fn a_server_restarted_with_a_changed_tool_list_gives_one_classified_drift() {
     let server = python_server("v2", port);
     assert_eq!(server.url(), url, "v2 must answer on the same URL");
     let v2: Vec<(String, u64)> = (0..3)
-        .map(|_| probe_and_post(&m, &url, server_id))
+        .map(|_| probe_and_post(&m, &url, server_id, &mut rounds))
         .collect();
     let v2_hash = v2[0].0.clone();
     assert_ne!(v2_hash, v1_hash, "the v2 tool list must hash differently");
@@ -240,12 +271,13 @@ fn a_server_restarted_with_a_changed_tool_list_gives_one_classified_drift() {
 fn a_server_alternating_between_versions_is_one_fleet_inconsistency() {
     let server_id = "python-alternating";
     let m = Mcpulse::start(EXTRA);
+    let mut rounds = Rounds::new();
 
     // Every tools/list answers the other version: each probe sees the other list.
     let server = python_server("alternate", 0);
     let url = server.url().to_string();
     let probes: Vec<(String, u64)> = (0..10)
-        .map(|_| probe_and_post(&m, &url, server_id))
+        .map(|_| probe_and_post(&m, &url, server_id, &mut rounds))
         .collect();
     let (a, b) = (probes[0].0.clone(), probes[1].0.clone());
     assert_ne!(a, b, "the server did not alternate: {probes:?}");
@@ -279,7 +311,7 @@ fn a_server_alternating_between_versions_is_one_fleet_inconsistency() {
 
     // Still alternating: reported once, never a drift.
     for _ in 0..3 {
-        probe_and_post(&m, &url, server_id);
+        probe_and_post(&m, &url, server_id, &mut rounds);
     }
     wait_observations(&m, 13);
     std::thread::sleep(SETTLE);

@@ -2,8 +2,12 @@
 //!
 //! DESIGN.md ("Schema drift") and issue 5: per (tenant, server) the operator keeps the last
 //! confirmed tool list; a new tool-list hash is confirmed only after two consecutive probe
-//! rounds, and every confirmed change is diffed and classed as breaking, additive or
-//! cosmetic. The finding's severity follows the worst change.
+//! rounds (`drift.confirm_rounds`), and every confirmed change is diffed and classed as
+//! breaking, additive or cosmetic. The finding's severity follows the worst change. A
+//! *round* is every region's probe results whose `started_at` falls in the same bucket of
+//! `drift.round` (default 1 minute, the prober's default interval); a hash that alternates
+//! from round to round, or on which the regions of a round disagree, is reported once as
+//! `fleet_inconsistent` (see [`tracker`]).
 //!
 //! The pure parts live here: [`diff::diff_tools`] compares two canonical tool lists (as
 //! produced by the prober's `canonical_tools`) and classifies every change;
