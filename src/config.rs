@@ -20,6 +20,7 @@ use mcpulse_processors::signals::config::SignalsConfig;
 use mcpulse_queries::QueryConfig;
 use mcpulse_schemas::Topics;
 use mcpulse_schemas::env as config_env;
+use mcpulse_sinks::notify::NotifyConfig;
 use serde::Deserialize;
 
 /// The whole configuration.
@@ -65,6 +66,9 @@ pub struct Config {
     /// Verdicts, incidents, severity, dedup, flapping and storm correlation.
     #[serde(default)]
     pub incidents: IncidentsConfig,
+    /// Delivery of incident transitions (`alerts.v1`) to the receivers of a routes file.
+    #[serde(default)]
+    pub notify: NotifyConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -247,6 +251,7 @@ impl Config {
         self.signals.validate().map_err(ConfigError)?;
         self.drift.validate().map_err(ConfigError)?;
         self.incidents.validate().map_err(ConfigError)?;
+        self.notify.validate().map_err(ConfigError)?;
         if self.query.max_rows == 0 {
             return Err(ConfigError("query.max_rows: must be positive".into()));
         }
@@ -487,6 +492,37 @@ mod tests {
         .unwrap_err()
         .0;
         assert!(err.starts_with("archive.tenant_header"), "{err}");
+    }
+
+    #[test]
+    fn notify_section() {
+        let c = Config::parse("auth:\n  anonymous_tenant: demo\n", env).unwrap();
+        assert!(!c.notify.active(), "off without a routes file");
+        let c = Config::parse(
+            "auth:\n  anonymous_tenant: demo\nnotify:\n  routes: /etc/mcpulse/routes.yaml\n  flush_interval: 500ms\n  retry: { base: 2s, cap: 5m, max_attempts: 6 }\n  breaker: { failure_threshold: 3, cooldown: 1m }\n  rate_limit: { per_minute: 120, burst: 20 }\n",
+            env,
+        )
+        .unwrap();
+        assert!(c.notify.active());
+        assert_eq!(c.notify.retry.max_attempts, 6);
+        assert_eq!(c.notify.rate_limit.as_ref().unwrap().burst, 20);
+        let err = Config::parse(
+            "auth:\n  anonymous_tenant: demo\nnotify:\n  routes: r.yaml\n  retries: 3\n",
+            env,
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            err.starts_with("notify") && err.contains("retries"),
+            "{err}"
+        );
+        let err = Config::parse(
+            "auth:\n  anonymous_tenant: demo\nnotify:\n  retry: { max_attempts: 0 }\n",
+            env,
+        )
+        .unwrap_err()
+        .0;
+        assert!(err.starts_with("notify.retry.max_attempts"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod archive_store;
 pub mod config;
 pub mod probe_once;
 pub mod roles;
+pub mod routes_cli;
 pub mod telemetry;
 
 pub use config::Config;

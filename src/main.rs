@@ -41,6 +41,10 @@ enum Command {
     Process,
     /// Run the SQL API (Kafka deployments): `POST /api/v1/query`, health and metrics.
     Serve,
+    /// Run the notification stage (Kafka only): deliver alerts.v1 to the receivers of
+    /// notify.routes, as a member of consumer group mcpulse-notify; health and metrics
+    /// on the API port.
+    Notify,
     /// The log.
     Bus {
         #[command(subcommand)]
@@ -99,6 +103,17 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Alert routes (routes.yaml): check a file, test an incident against it, backtest
+    /// it over the archived history.
+    Routes {
+        #[command(subcommand)]
+        command: mcpulse::routes_cli::RoutesCommand,
+    },
+    /// Silences ({data_dir}/silences.json): add, list, expire.
+    Silence {
+        #[command(subcommand)]
+        command: mcpulse::routes_cli::SilenceCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -143,6 +158,8 @@ fn main() -> ExitCode {
             .and_then(|config| runtime()?.block_on(role(config, Role::Process))),
         Command::Serve => load(cli.config.as_deref())
             .and_then(|config| runtime()?.block_on(role(config, Role::Serve))),
+        Command::Notify => load(cli.config.as_deref())
+            .and_then(|config| runtime()?.block_on(role(config, Role::Notify))),
         Command::Bus {
             command:
                 BusCommand::Status {
@@ -215,6 +232,12 @@ fn main() -> ExitCode {
             tenant,
         } => load(cli.config.as_deref())
             .and_then(|config| runtime()?.block_on(query(config, &sql, format, tenant))),
+        Command::Routes { command } => {
+            return mcpulse::routes_cli::routes(command, || load(cli.config.as_deref()));
+        }
+        Command::Silence { command } => {
+            return mcpulse::routes_cli::silence(command, || load(cli.config.as_deref()));
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -276,6 +299,7 @@ enum Role {
     Ingest,
     Process,
     Serve,
+    Notify,
 }
 
 async fn role(config: Config, role: Role) -> anyhow::Result<()> {
@@ -284,6 +308,7 @@ async fn role(config: Config, role: Role) -> anyhow::Result<()> {
         Role::Ingest => "ingest",
         Role::Process => "process",
         Role::Serve => "serve",
+        Role::Notify => "notify",
     };
     if !matches!(role, Role::Run) {
         // Before anything is opened or logged.
@@ -296,6 +321,7 @@ async fn role(config: Config, role: Role) -> anyhow::Result<()> {
         Role::Ingest => roles::ingest::run(config, shutdown).await,
         Role::Process => roles::process::run(config, shutdown).await,
         Role::Serve => roles::serve::run(config, shutdown).await,
+        Role::Notify => roles::notify::run(config, shutdown).await,
     }
 }
 

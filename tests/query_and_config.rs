@@ -100,6 +100,7 @@ fn tenants_see_only_their_rows_whatever_the_sql() {
         serde_json::json!([
             {"table_name": "alerts"},
             {"table_name": "drift"},
+            {"table_name": "notifications"},
             {"table_name": "probes"},
             {"table_name": "signals"},
             {"table_name": "spans"}

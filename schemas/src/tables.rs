@@ -28,15 +28,19 @@ pub enum Table {
     Drift,
     /// Incident transitions (what `alerts.v1` carries).
     Alerts,
+    /// Every notification decision and delivery attempt (muted, silenced, sent, retried,
+    /// failed, skipped).
+    Notifications,
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::Spans,
         Table::Probes,
         Table::Signals,
         Table::Drift,
         Table::Alerts,
+        Table::Notifications,
     ];
 
     /// Table (and folder) name.
@@ -47,6 +51,7 @@ impl Table {
             Table::Signals => "signals",
             Table::Drift => "drift",
             Table::Alerts => "alerts",
+            Table::Notifications => "notifications",
         }
     }
 
@@ -58,6 +63,7 @@ impl Table {
             Table::Signals => SIGNALS.clone(),
             Table::Drift => DRIFT.clone(),
             Table::Alerts => ALERTS.clone(),
+            Table::Notifications => NOTIFICATIONS.clone(),
         }
     }
 
@@ -69,6 +75,7 @@ impl Table {
             Table::Signals => signals::TIME,
             Table::Drift => drift::TIME,
             Table::Alerts => alerts::TIME,
+            Table::Notifications => notifications::TIME,
         }
     }
 
@@ -80,6 +87,7 @@ impl Table {
             Table::Signals => signals::SERVER,
             Table::Drift => drift::SERVER,
             Table::Alerts => alerts::SERVER,
+            Table::Notifications => notifications::SERVER,
         }
     }
 }
@@ -265,6 +273,68 @@ pub mod alerts {
     /// JSON of what caused the transition.
     pub const EVIDENCE: &str = "evidence";
 }
+
+/// Column names of `notifications`: one row per delivery attempt, or per decision not to
+/// deliver (muted, silenced), of one incident transition to one receiver integration.
+pub mod notifications {
+    /// Time of the transition (the `alerts.v1` event's `time`): decides the partition, so
+    /// a replay writes its rows where the first run did.
+    pub const TIME: &str = "time";
+    /// When the attempt started (or the decision was taken).
+    pub const ATTEMPTED_AT: &str = "attempted_at";
+    pub const EVENT_ID: &str = "event_id";
+    pub const INCIDENT_ID: &str = "incident_id";
+    pub const DEDUP_KEY: &str = "dedup_key";
+    /// The transition: `trigger`, `update`, `resolve`, `blip` or `suppress`.
+    pub const ACTION: &str = "action";
+    /// Whether this is a re-send of the last notification after the route's
+    /// `repeat_interval`.
+    pub const REPEAT: &str = "repeat";
+    /// The server (empty for storms).
+    pub const SERVER: &str = "server";
+    pub const SEVERITY: &str = "severity";
+    /// The route that took the event (its stable id).
+    pub const ROUTE_ID: &str = "route_id";
+    /// The receiver's name in routes.yaml.
+    pub const RECEIVER: &str = "receiver";
+    /// `pagerduty`, `opsgenie`, `discord`, `email` or `webhook`.
+    pub const INTEGRATION: &str = "integration";
+    /// The destination without secrets (`pagerduty:<host>:<key hash>`, `discord:webhook/<id>`).
+    pub const DESTINATION: &str = "destination";
+    /// 1-based attempt number; 0 for decisions that made no attempt (muted, silenced).
+    pub const ATTEMPT: &str = "attempt";
+    /// `sent`, `retry` (failed, will be retried), `failed` (dead-lettered), `skipped`
+    /// (nothing to send for this transition there), `muted` or `silenced`.
+    pub const STATUS: &str = "status";
+    /// Time spent in the attempt (null for decisions).
+    pub const LATENCY_MS: &str = "latency_ms";
+    /// Why it failed, was skipped, muted or silenced (secrets redacted).
+    pub const ERROR: &str = "error";
+}
+
+static NOTIFICATIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    use notifications::*;
+    let s = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        Field::new(TIME, timestamp_type(), false),
+        Field::new(ATTEMPTED_AT, timestamp_type(), false),
+        s(EVENT_ID, false),
+        s(INCIDENT_ID, false),
+        s(DEDUP_KEY, false),
+        s(ACTION, false),
+        Field::new(REPEAT, DataType::Boolean, false),
+        s(SERVER, false),
+        s(SEVERITY, false),
+        s(ROUTE_ID, false),
+        s(RECEIVER, false),
+        s(INTEGRATION, false),
+        s(DESTINATION, false),
+        Field::new(ATTEMPT, DataType::Int32, false),
+        s(STATUS, false),
+        Field::new(LATENCY_MS, DataType::Float64, true),
+        s(ERROR, true),
+    ]))
+});
 
 static ALERTS: LazyLock<SchemaRef> = LazyLock::new(|| {
     use alerts::*;

@@ -1,5 +1,6 @@
 //! `mcpulse run`: every role in one process, on the embedded log (the default) or Kafka,
-//! with the built-in prober when `prober.targets` is set.
+//! with the built-in prober when `prober.targets` is set and the notification stage when
+//! `notify.routes` is.
 //!
 //! Start-up order: listeners bound → log → archive → processors → servers; once every
 //! server runs, `{data_dir}/ready.json` names the bound addresses and `/readyz` turns
@@ -14,6 +15,7 @@ use mcpulse_schemas::metrics::MetricsSource;
 use super::analytics::start_analytics;
 use super::ingest::Edges;
 use super::lag::{LagMetrics, watch_lag};
+use super::notify::start_notify;
 use super::prober::{ProberOverrides, ProberPlan};
 use super::process::start_archivers;
 use super::serve::query_router;
@@ -47,6 +49,7 @@ pub async fn run(
     let mut sources: Vec<Arc<dyn MetricsSource>> = vec![Arc::new(RoleInfo("run"))];
     sources.extend(start_archivers(&config, &bus, &archive, &mut roles).await?);
     sources.extend(start_analytics(&config, &bus, &archive, &mut roles).await?);
+    sources.extend(start_notify(&config, &bus, &archive, &mut roles).await?);
 
     let edges = Edges::new(&config, &bus);
     let lag = Arc::new(LagMetrics::default());
@@ -76,6 +79,10 @@ pub async fn run(
     let api = edges
         .probe_router(&config, &auth)
         .merge(query_router(&config, &archive, &auth))
+        .merge(crate::api::silences_router(
+            crate::routes_cli::silences::SilenceStore::in_data_dir(&config.data_dir),
+            auth.clone(),
+        ))
         .merge(health_router(health));
     roles.serve_otlp_grpc(grpc_listener, edges.grpc_service(&auth));
     roles.serve_http("OTLP/HTTP server", http_listener, edges.otlp_router(&auth));

@@ -7,6 +7,7 @@
 //! | `ingest` | [`ingest`] | otlp_grpc, otlp_http, api | OTLP receivers and the probe API; backpressure from archiver lag |
 //! | `process` | [`process`] | api | the span and probe archivers (members of their consumer groups) |
 //! | `serve` | [`serve`] | api | SQL over the archive |
+//! | `notify` | [`notify`] | api | the notification stage (`alerts.v1` → receivers of `notify.routes`) |
 //! | `probe` | [`prober`] | api | the built-in prober alone (one per region) |
 //!
 //! `run` and `ingest` also run the prober when `prober.targets` is set.
@@ -20,6 +21,7 @@ pub mod all;
 pub mod analytics;
 pub mod ingest;
 mod lag;
+pub mod notify;
 pub mod prober;
 pub mod process;
 pub mod serve;
@@ -67,13 +69,15 @@ pub fn archiver_groups(config: &Config) -> Vec<(String, String)> {
 }
 
 /// Every processor group that runs with this configuration and the topics it reads:
-/// the archivers, then the analytic operators that are enabled.
+/// the archivers, then the analytic operators that are enabled, then the notification
+/// stage (when it has a routes file).
 pub fn processor_groups(config: &Config) -> Vec<(String, Vec<String>)> {
     let mut groups: Vec<(String, Vec<String>)> = archiver_groups(config)
         .into_iter()
         .map(|(group, topic)| (group, vec![topic]))
         .collect();
     groups.extend(analytics::analytic_groups(config));
+    groups.extend(notify::notify_groups(config));
     groups
 }
 

@@ -234,6 +234,7 @@ impl<F: TableFormat> Operator for Archiver<F> {
             mcpulse_schemas::Table::Signals => "archive-signals",
             mcpulse_schemas::Table::Drift => "archive-drift",
             mcpulse_schemas::Table::Alerts => "archive-alerts",
+            mcpulse_schemas::Table::Notifications => "archive-notifications",
         }
     }
 

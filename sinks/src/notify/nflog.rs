@@ -1,0 +1,335 @@
+//! The notification log (nflog): per incident and receiver integration, the sink handle
+//! the provider knows the incident by (PagerDuty dedup key, OpsGenie alias, Discord
+//! message id, email Message-ID), the transitions (event ids) whose notification there
+//! is finished, and the last one sent (for `repeat_interval`).
+//!
+//! It is what makes delivery effectively once: a replayed event whose id is already
+//! finished for an integration is not sent there again, and an update finds the handle
+//! of the message to edit. Checkpointed per log partition with the offset it covers
+//! (see [`super::store`]); memory is bounded by forgetting incidents after a retention.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mcpulse_schemas::{AlertAction, AlertEvent, AlertStatus};
+use serde::{Deserialize, Serialize};
+
+use crate::receivers::SinkHandle;
+
+/// How the notification of one transition to one integration finished.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Finished {
+    /// Delivered; `handle` (when `Some`) replaces the recorded one.
+    Sent { handle: Option<SinkHandle> },
+    /// Nothing to send for this transition there.
+    Skipped,
+    /// Failed for good and written to the dead-letter topic.
+    DeadLettered,
+    /// The route was muted by a time interval.
+    Muted,
+    /// A silence matched.
+    Silenced,
+}
+
+/// The last notification sent to an integration, and when to repeat it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastSent {
+    pub event_id: String,
+    /// Wall-clock time of the send (or of the last repeat).
+    pub at: DateTime<Utc>,
+    pub route_id: String,
+    #[serde(with = "humantime_serde")]
+    pub repeat_interval: Duration,
+}
+
+/// What the log knows of one incident at one integration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetLog {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<SinkHandle>,
+    /// Event ids whose notification here is finished (a handful per incident).
+    #[serde(default)]
+    pub done: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sent: Option<LastSent>,
+}
+
+/// What the log knows of one incident.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IncidentLog {
+    /// The latest transition seen (what a repeat re-sends).
+    pub last_event: AlertEvent,
+    /// By integration key (`{receiver}/{destination}`).
+    pub targets: BTreeMap<String, TargetLog>,
+}
+
+impl IncidentLog {
+    /// Whether the incident is open and pages (not resolved, a blip or suppressed).
+    pub fn is_open(&self) -> bool {
+        is_open(&self.last_event)
+    }
+
+    fn last_activity(&self) -> DateTime<Utc> {
+        self.targets
+            .values()
+            .filter_map(|t| t.last_sent.as_ref().map(|s| s.at))
+            .fold(self.last_event.time, DateTime::max)
+    }
+}
+
+/// Whether a transition leaves its incident open and paging.
+pub fn is_open(event: &AlertEvent) -> bool {
+    matches!(event.action, AlertAction::Trigger | AlertAction::Update)
+        && matches!(event.status, AlertStatus::Open | AlertStatus::Flapping)
+}
+
+/// A notification to re-send because its route's `repeat_interval` passed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Repeat {
+    pub event: AlertEvent,
+    pub key: String,
+    pub route_id: String,
+    pub repeat_interval: Duration,
+}
+
+/// The notification log of one log partition.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Nflog {
+    /// By incident id.
+    incidents: BTreeMap<String, IncidentLog>,
+}
+
+impl Nflog {
+    pub fn len(&self) -> usize {
+        self.incidents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.incidents.is_empty()
+    }
+
+    pub fn incident(&self, incident_id: &str) -> Option<&IncidentLog> {
+        self.incidents.get(incident_id)
+    }
+
+    /// Takes note of a transition (the latest one by time is what a repeat re-sends).
+    /// A transition that closes the incident is kept without its evidence: it is never
+    /// re-sent, only remembered until the retention forgets it.
+    pub fn observe(&mut self, event: &AlertEvent) {
+        let stored = || {
+            let mut e = event.clone();
+            if !is_open(event) {
+                e.evidence = serde_json::Value::Null;
+            }
+            e
+        };
+        match self.incidents.get_mut(&event.incident_id) {
+            Some(log) => {
+                if event.time >= log.last_event.time {
+                    log.last_event = stored();
+                }
+            }
+            None => {
+                self.incidents.insert(
+                    event.incident_id.clone(),
+                    IncidentLog {
+                        last_event: stored(),
+                        targets: BTreeMap::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn target(&self, incident_id: &str, key: &str) -> Option<&TargetLog> {
+        self.incidents.get(incident_id)?.targets.get(key)
+    }
+
+    /// Whether the notification of `event_id` to integration `key` is finished.
+    pub fn is_done(&self, incident_id: &str, key: &str, event_id: &str) -> bool {
+        self.target(incident_id, key)
+            .is_some_and(|t| t.done.iter().any(|d| d == event_id))
+    }
+
+    /// The handle the last delivery of this incident at `key` returned.
+    pub fn handle(&self, incident_id: &str, key: &str) -> Option<SinkHandle> {
+        self.target(incident_id, key)?.handle.clone()
+    }
+
+    /// Records that the notification of `event` to `key` finished as `outcome`
+    /// (`sent`: what to repeat, when it was sent). Idempotent.
+    pub fn finish(
+        &mut self,
+        event: &AlertEvent,
+        key: &str,
+        outcome: &Finished,
+        sent: Option<LastSent>,
+    ) {
+        self.observe(event);
+        let log = self
+            .incidents
+            .get_mut(&event.incident_id)
+            .expect("observed above");
+        let target = log.targets.entry(key.to_owned()).or_default();
+        if !target.done.contains(&event.event_id) {
+            target.done.push(event.event_id.clone());
+        }
+        if let Finished::Sent {
+            handle: Some(handle),
+        } = outcome
+        {
+            target.handle = Some(handle.clone());
+        }
+        if let Some(sent) = sent {
+            target.last_sent = Some(sent);
+        }
+    }
+
+    /// The notifications whose `repeat_interval` passed at `now` for incidents still
+    /// open: their last transition, re-sent to each integration that got a notification.
+    /// Each is marked as repeated at `now`, so it is due again one interval later.
+    pub fn repeats_due(&mut self, now: DateTime<Utc>) -> Vec<Repeat> {
+        let mut due = Vec::new();
+        for log in self.incidents.values_mut() {
+            if !is_open(&log.last_event) {
+                continue;
+            }
+            for (key, target) in &mut log.targets {
+                let Some(sent) = &mut target.last_sent else {
+                    continue;
+                };
+                let interval = chrono::Duration::from_std(sent.repeat_interval)
+                    .unwrap_or(chrono::Duration::MAX);
+                if sent.repeat_interval.is_zero() || now - sent.at < interval {
+                    continue;
+                }
+                sent.at = now;
+                due.push(Repeat {
+                    event: log.last_event.clone(),
+                    key: key.clone(),
+                    route_id: sent.route_id.clone(),
+                    repeat_interval: sent.repeat_interval,
+                });
+            }
+        }
+        due
+    }
+
+    /// Forgets incidents resolved (or otherwise closed) with no activity for
+    /// `retention`, and any incident with none for `open_retention`; returns how many.
+    pub fn prune(
+        &mut self,
+        now: DateTime<Utc>,
+        retention: Duration,
+        open_retention: Duration,
+    ) -> usize {
+        let before = self.incidents.len();
+        let age = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let (closed_cutoff, open_cutoff) = (
+            now.checked_sub_signed(age(retention)),
+            now.checked_sub_signed(age(open_retention)),
+        );
+        self.incidents.retain(|_, log| {
+            let last = log.last_activity();
+            let cutoff = if log.is_open() {
+                open_cutoff
+            } else {
+                closed_cutoff
+            };
+            cutoff.is_none_or(|c| last >= c)
+        });
+        before - self.incidents.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::testutil::{at, event, resolved};
+
+    fn sent(event_id: &str, at_: &str, interval_s: u64) -> Option<LastSent> {
+        Some(LastSent {
+            event_id: event_id.into(),
+            at: at(at_),
+            route_id: "root".into(),
+            repeat_interval: Duration::from_secs(interval_s),
+        })
+    }
+
+    #[test]
+    fn records_finished_event_ids_and_the_latest_handle() {
+        let mut log = Nflog::default();
+        let trigger = event("acme", "i1", "e1");
+        assert!(!log.is_done("i1", "oncall/pd", "e1"));
+        let handle = SinkHandle::Discord {
+            message_id: "42".into(),
+            thread_id: None,
+        };
+        let outcome = Finished::Sent {
+            handle: Some(handle.clone()),
+        };
+        log.finish(
+            &trigger,
+            "oncall/pd",
+            &outcome,
+            sent("e1", "2026-11-21T10:00:05Z", 3600),
+        );
+        log.finish(&trigger, "oncall/pd", &outcome, None);
+        assert!(log.is_done("i1", "oncall/pd", "e1"));
+        assert!(!log.is_done("i1", "chat/discord", "e1"));
+        assert_eq!(log.handle("i1", "oncall/pd"), Some(handle.clone()));
+        let t = &log.incident("i1").unwrap().targets["oncall/pd"];
+        assert_eq!(t.done, ["e1"], "idempotent");
+        // A send without a handle keeps the recorded one.
+        let update = event("acme", "i1", "e2");
+        log.finish(&update, "oncall/pd", &Finished::Sent { handle: None }, None);
+        assert_eq!(log.handle("i1", "oncall/pd"), Some(handle));
+        // Round trip.
+        let json = serde_json::to_string(&log).unwrap();
+        assert_eq!(serde_json::from_str::<Nflog>(&json).unwrap(), log);
+    }
+
+    #[test]
+    fn repeats_the_last_transition_of_open_incidents_once_per_interval() {
+        let mut log = Nflog::default();
+        let trigger = event("acme", "i1", "e1");
+        let sent_outcome = Finished::Sent { handle: None };
+        log.finish(
+            &trigger,
+            "k",
+            &sent_outcome,
+            sent("e1", "2026-11-21T10:00:00Z", 3600),
+        );
+        assert!(log.repeats_due(at("2026-11-21T10:59:59Z")).is_empty());
+        let due = log.repeats_due(at("2026-11-21T11:00:00Z"));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].event.event_id, "e1");
+        assert_eq!(due[0].key, "k");
+        assert!(log.repeats_due(at("2026-11-21T11:30:00Z")).is_empty());
+        assert_eq!(log.repeats_due(at("2026-11-21T12:00:00Z")).len(), 1);
+        // Resolved: never repeated (and kept without its evidence).
+        let mut resolve = resolved("acme", "i1", "e9", 70);
+        resolve.evidence = serde_json::json!({"healthy": 2});
+        log.observe(&resolve);
+        assert_eq!(
+            log.incident("i1").unwrap().last_event.evidence,
+            serde_json::Value::Null
+        );
+        assert!(log.repeats_due(at("2026-11-22T12:00:00Z")).is_empty());
+    }
+
+    #[test]
+    fn forgets_closed_incidents_after_the_retention_and_open_ones_much_later() {
+        let mut log = Nflog::default();
+        log.observe(&resolved("acme", "closed", "e1", 10));
+        log.observe(&event("acme", "open", "e2"));
+        let day = Duration::from_secs(86_400);
+        assert_eq!(log.prune(at("2026-11-25T10:00:00Z"), 7 * day, 30 * day), 0);
+        assert_eq!(log.prune(at("2026-11-28T10:11:00Z"), 7 * day, 30 * day), 1);
+        assert!(log.incident("closed").is_none() && log.incident("open").is_some());
+        assert_eq!(log.prune(at("2026-12-22T10:00:00Z"), 7 * day, 30 * day), 1);
+        assert!(log.is_empty());
+    }
+}
