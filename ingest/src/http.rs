@@ -1,5 +1,6 @@
-//! HTTP receivers: OTLP/HTTP (`POST /v1/traces`, protobuf or JSON) and the probe results
-//! API (`POST /v1/probes`). Errors follow OTLP/HTTP: a `google.rpc.Status` body in the
+//! HTTP receivers: OTLP/HTTP (`POST /v1/traces`, protobuf or JSON), the probe results
+//! API (`POST /v1/probes`) and the Alertmanager API v2 alerts endpoint
+//! (`POST /api/v2/alerts`). Errors follow OTLP/HTTP: a `google.rpc.Status` body in the
 //! request's encoding, 4xx for bad input, 429/503 with `Retry-After` when saturated.
 
 use std::io::Read;
@@ -20,7 +21,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message as _;
 
 use crate::probes::ProbeFraming;
-use crate::{Authenticator, ExportOutcome, IngestError, ProbeIngest, TraceIngest};
+use crate::{AlertIngest, Authenticator, ExportOutcome, IngestError, ProbeIngest, TraceIngest};
 
 /// `google.rpc.Status`, the body of OTLP error responses.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -310,6 +311,65 @@ async fn handle_probes(
     s.probes.ingest(tenant, &body, framing).await
 }
 
+#[derive(Clone)]
+struct AlertState {
+    alerts: AlertIngest,
+    auth: Arc<Authenticator>,
+    max_decompressed: usize,
+}
+
+/// The Alertmanager API v2 alerts endpoint (`POST /api/v2/alerts`), served on the API
+/// port. Answers as Alertmanager does: 200 with an empty body once the alerts are durable.
+pub fn alertmanager_router(
+    alerts: AlertIngest,
+    auth: Arc<Authenticator>,
+    config: &crate::IngestConfig,
+) -> Router {
+    let state = AlertState {
+        alerts,
+        auth,
+        max_decompressed: config.max_decompressed_bytes,
+    };
+    Router::new()
+        .route("/api/v2/alerts", post(post_alerts))
+        .layer(DefaultBodyLimit::max(config.max_request_bytes))
+        .with_state(state)
+}
+
+async fn post_alerts(
+    State(s): State<AlertState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match handle_alerts(&s, &headers, body).await {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(err) => json_error(err),
+    }
+}
+
+async fn handle_alerts(
+    s: &AlertState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<usize, IngestError> {
+    let principal = s
+        .auth
+        .authenticate(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes))?;
+    let tenant = principal.tenant()?;
+    // Prometheus and Grafana send application/json; a client that sends none is let in.
+    match media_type(headers).as_str() {
+        "application/json" | "" => {}
+        other => {
+            return Err(IngestError::UnsupportedMediaType(format!(
+                "unsupported Content-Type {other:?}: use application/json"
+            )));
+        }
+    }
+    let body = read_body(headers, body, s.max_decompressed)?;
+    let _permit = s.alerts.pressure().admit(body.len())?;
+    s.alerts.ingest(tenant, &body).await
+}
+
 /// A JSON error response `{"error": "..."}` with the status of `err`.
 pub fn json_error(err: IngestError) -> Response {
     let mut response = (
@@ -361,6 +421,136 @@ mod tests {
             .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
             .body(Body::from(body))
             .unwrap()
+    }
+
+    fn alerts_app(dir: &std::path::Path, max_request_bytes: usize) -> (Router, Arc<EmbeddedBus>) {
+        let bus = EmbeddedBus::open(EmbeddedConfig::new(dir)).unwrap();
+        let auth = Authenticator::new(&AuthConfig {
+            tenants: vec![TenantConfig {
+                id: "acme".into(),
+                tokens: vec![TOKEN.into()],
+            }],
+            operators: vec![crate::auth::OperatorConfig {
+                name: "ops".into(),
+                tokens: vec!["operator-token-1".into()],
+            }],
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        let config = IngestConfig {
+            max_request_bytes,
+            ..IngestConfig::default()
+        };
+        let edge = crate::Edge::new(
+            bus.producer(),
+            config.clone(),
+            Backpressure::new(1 << 20, u64::MAX, Duration::from_secs(1)),
+            Arc::new(IngestStats::default()),
+        );
+        let alerts = AlertIngest::new(edge, &Topics::default());
+        (alertmanager_router(alerts, Arc::new(auth), &config), bus)
+    }
+
+    fn post_alerts_request(token: Option<&str>, body: &str) -> Request<Body> {
+        let mut request = Request::post("/api/v2/alerts").header(CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request.body(Body::from(body.to_owned())).unwrap()
+    }
+
+    async fn answer(app: &Router, request: Request<Body>) -> (StatusCode, String) {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The records on `findings.v1` (waits at most 5 s for `n`).
+    async fn findings(bus: &EmbeddedBus, group: &str, n: usize) -> Vec<mcpulse_bus::Record> {
+        let mut consumer = bus
+            .consumer(group, &[Topics::default().findings()])
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut records = Vec::new();
+        while records.len() < n && std::time::Instant::now() < deadline {
+            if let mcpulse_bus::ConsumerEvent::Records(batch) =
+                consumer.poll(Duration::from_millis(100)).await.unwrap()
+            {
+                records.extend(batch);
+            }
+        }
+        records
+    }
+
+    #[tokio::test]
+    async fn alertmanager_api_answers_like_alertmanager() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, bus) = alerts_app(dir.path(), 4096);
+        let body = r#"[{"labels":{"alertname":"McpDown","severity":"critical"},"annotations":{"summary":"down"}}]"#;
+
+        let (status, text) = answer(&app, post_alerts_request(Some(TOKEN), body)).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert_eq!(text, "", "an empty body, as Alertmanager answers");
+        let records = findings(&bus, "first", 1).await;
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            records[0]
+                .header(mcpulse_schemas::external::HEADER_KIND)
+                .map(|v| v.as_ref()),
+            Some(mcpulse_schemas::external::KIND_EXTERNAL_ALERT.as_bytes())
+        );
+        let alert: mcpulse_schemas::ExternalAlert =
+            serde_json::from_slice(&records[0].value).unwrap();
+        assert_eq!(alert.tenant, "acme", "the tenant of the token");
+
+        // No token, a wrong one: 401 with the challenge. An operator token: 403.
+        for token in [None, Some("wrong-token")] {
+            let response = app
+                .clone()
+                .oneshot(post_alerts_request(token, body))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            assert!(response.headers().contains_key(WWW_AUTHENTICATE));
+        }
+        let (status, _) = answer(&app, post_alerts_request(Some("operator-token-1"), body)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+
+        // Bad input: 400 naming the alert and field.
+        let (status, text) = answer(
+            &app,
+            post_alerts_request(
+                Some(TOKEN),
+                r#"[{"labels":{"alertname":"X"},"startsAt":"soon"}]"#,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(text.contains("alert [0] field startsAt"), "{text}");
+        let (status, text) = answer(&app, post_alerts_request(Some(TOKEN), r#"[{}]"#)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(text.contains("field labels: required"), "{text}");
+
+        // Over the body limit: 413. Not JSON: 415.
+        let big = format!(
+            r#"[{{"labels":{{"alertname":"X"}},"annotations":{{"d":"{}"}}}}]"#,
+            "x".repeat(8192)
+        );
+        let (status, _) = answer(&app, post_alerts_request(Some(TOKEN), &big)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let request = Request::post("/api/v2/alerts")
+            .header(CONTENT_TYPE, "text/plain")
+            .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::from(body))
+            .unwrap();
+        let (status, _) = answer(&app, request).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        // Nothing of the refused requests was written.
+        assert_eq!(findings(&bus, "second", 2).await.len(), 1);
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub struct IngestStats {
     pub spans_accepted: AtomicU64,
     pub spans_rejected: AtomicU64,
     pub probes_accepted: AtomicU64,
+    /// Alerts received on the Alertmanager API (`POST /api/v2/alerts`).
+    pub alerts_accepted: AtomicU64,
     pub requests_refused: AtomicU64,
     pub requests_throttled: AtomicU64,
 }
@@ -32,6 +34,12 @@ impl MetricsSource for IngestStats {
             "Probe results made durable in the log.",
             &[],
             self.probes_accepted.load(Relaxed),
+        );
+        out.counter(
+            "mcpulse_ingest_alerts_accepted_total",
+            "Alerts received on the Alertmanager API made durable in the log.",
+            &[],
+            self.alerts_accepted.load(Relaxed),
         );
         out.counter(
             "mcpulse_ingest_requests_refused_total",

@@ -151,15 +151,11 @@ impl AlertEvent {
     /// event, no prober internals, and (for storm events) no tenant or server named.
     pub fn check_boundaries(&self) -> Result<(), String> {
         let text = serde_json::to_string(self).map_err(|e| e.to_string())?;
-        for word in text.split(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':')) {
-            let word = word.trim_matches(|c| c == '.' || c == ':');
-            let v4 = word.parse::<std::net::Ipv4Addr>().is_ok()
-                || word.parse::<std::net::SocketAddrV4>().is_ok();
-            if v4 {
-                return Err(format!("an IPv4 address in the payload: {word}"));
-            }
-            if word.contains(':') && word.parse::<std::net::Ipv6Addr>().is_ok() {
-                return Err(format!("an IPv6 address in the payload: {word}"));
+        for (_, word) in address_words(&text) {
+            match address_kind(word) {
+                Some(Address::V4) => return Err(format!("an IPv4 address in the payload: {word}")),
+                Some(Address::V6) => return Err(format!("an IPv6 address in the payload: {word}")),
+                None => {}
             }
         }
         for internal in ["probe_id", "\"prober\""] {
@@ -172,6 +168,69 @@ impl AlertEvent {
         }
         Ok(())
     }
+}
+
+/// Which kind of address literal a word is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Address {
+    V4,
+    V6,
+}
+
+/// The words of `text` that could be address literals (runs of hex digits, `.` and `:`,
+/// trimmed of leading and trailing `.` and `:`), with their byte offsets.
+fn address_words(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let is_part = |c: char| c.is_ascii_hexdigit() || c == '.' || c == ':';
+    let mut start = None;
+    let mut words = Vec::new();
+    for (i, c) in text
+        .char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+    {
+        match (is_part(c), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                words.push((s, &text[s..i]));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    words.into_iter().filter_map(|(at, word)| {
+        let trimmed = word.trim_start_matches(['.', ':']);
+        let at = at + (word.len() - trimmed.len());
+        let trimmed = trimmed.trim_end_matches(['.', ':']);
+        (!trimmed.is_empty()).then_some((at, trimmed))
+    })
+}
+
+fn address_kind(word: &str) -> Option<Address> {
+    if word.parse::<std::net::Ipv4Addr>().is_ok() || word.parse::<std::net::SocketAddrV4>().is_ok()
+    {
+        return Some(Address::V4);
+    }
+    if word.contains(':') && word.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Some(Address::V6);
+    }
+    None
+}
+
+/// `text` with every IP address literal (what [`AlertEvent::check_boundaries`] refuses:
+/// IPv4, IPv4 with a port, IPv6) replaced by `[address]`. For text from outside mcpulse
+/// (the labels and annotations of alerts sent through the Alertmanager API) that an event
+/// carries: a Prometheus `instance` label is usually `10.0.0.7:9100`.
+pub fn mask_addresses(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for (at, word) in address_words(text) {
+        if address_kind(word).is_some() {
+            out.push_str(&text[copied..at]);
+            out.push_str("[address]");
+            copied = at + word.len();
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 #[cfg(test)]
@@ -244,6 +303,27 @@ mod tests {
         // Times and versions are not addresses.
         let mut e = event();
         e.summary = "version 1.2.3 at 10:00:00".into();
+        e.check_boundaries().unwrap();
+    }
+
+    #[test]
+    fn masks_exactly_what_the_boundaries_refuse() {
+        assert_eq!(
+            mask_addresses("instance 10.0.0.7:9100 down; see http://[fd00::1]:9090/graph."),
+            "instance [address] down; see http://[[address]]:9090/graph."
+        );
+        assert_eq!(mask_addresses("host 1.2.3.4."), "host [address].");
+        for kept in [
+            "version 1.2.3 at 10:00:00",
+            "api.example.com:443",
+            "cafe",
+            "",
+        ] {
+            assert_eq!(mask_addresses(kept), kept);
+        }
+        let mut e = event();
+        e.summary = mask_addresses("connect to 10.1.2.3:443 and fe80::1 refused");
+        e.evidence = serde_json::json!({"instance": mask_addresses("192.168.0.1:9100")});
         e.check_boundaries().unwrap();
     }
 }

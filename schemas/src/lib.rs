@@ -5,6 +5,7 @@
 
 pub mod alert;
 pub mod env;
+pub mod external;
 pub mod finding;
 pub mod latency_hist;
 pub mod metrics;
@@ -13,6 +14,7 @@ pub mod tables;
 pub mod topics;
 
 pub use alert::{AlertAction, AlertEvent, AlertStatus, ProviderOutage, StormSummary};
+pub use external::ExternalAlert;
 pub use finding::{Finding, FindingKind, FindingStatus, Severity};
 pub use probe::{FailureReason, FieldError, Phase, PhaseTimings, ProbeResult, ProtocolEra};
 pub use tables::Table;
