@@ -1,5 +1,6 @@
-//! Query limits (`query:` in mcpulse.yaml).
+//! Query limits and the PostgreSQL listener (`query:` in mcpulse.yaml).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -9,11 +10,14 @@ use serde::Deserialize;
 pub struct QueryConfig {
     /// Most rows one query returns; the rest is cut off (and the response says so).
     pub max_rows: usize,
-    /// Longest a query may run.
+    /// Longest a query may run (planning and every row).
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// DataFusion partitions (parallelism) per query.
     pub target_partitions: usize,
+    /// Where the PostgreSQL wire protocol endpoint listens (e.g. `127.0.0.1:5433`), in
+    /// `mcpulse run` and `mcpulse serve`; off when unset (the default).
+    pub pg_listen: Option<SocketAddr>,
 }
 
 impl Default for QueryConfig {
@@ -22,6 +26,7 @@ impl Default for QueryConfig {
             max_rows: 100_000,
             timeout: Duration::from_secs(60),
             target_partitions: 2,
+            pg_listen: None,
         }
     }
 }

@@ -1,15 +1,24 @@
 //! Running SQL over the archive for a tenant or an operator.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext, col, lit};
-use futures::StreamExt;
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext, col, lit};
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use futures::{Stream, StreamExt};
 use mcpulse_schemas::Table;
+use tokio::time::Instant;
 
+use crate::named::{self, NamedQueryError};
+use crate::tenant_table::TenantTable;
 use crate::time_pruning::TimePrunedTable;
 use crate::{ArchiveCatalog, QueryConfig};
 
@@ -27,11 +36,15 @@ pub enum QueryError {
     /// The SQL is invalid or refers to something that does not exist.
     #[error("{0}")]
     Sql(String),
-    /// The statement is not a query (DDL, DML and `SET` are refused).
+    /// The statement is not a query (DDL, DML and `SET` are refused; `EXPLAIN` is for
+    /// operators).
     #[error("{0}")]
     NotAllowed(String),
+    /// A named query was asked for wrongly (unknown name or parameter, bad value).
+    #[error("{0}")]
+    Named(#[from] NamedQueryError),
     #[error("query timed out after {0:?}")]
-    Timeout(std::time::Duration),
+    Timeout(Duration),
     /// Reading the archive failed (I/O); retrying may help.
     #[error("reading the archive failed: {0}")]
     Archive(String),
@@ -42,7 +55,7 @@ impl QueryError {
         matches!(self, QueryError::Archive(_) | QueryError::Timeout(_))
     }
 
-    fn from_datafusion(e: DataFusionError) -> Self {
+    pub(crate) fn from_datafusion(e: DataFusionError) -> Self {
         match e.find_root() {
             DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => {
                 QueryError::Archive(e.to_string())
@@ -72,16 +85,100 @@ impl QueryResult {
     }
 }
 
+/// A running query: its schema, and its batches as they come, cut at the row limit and
+/// failing with [`QueryError::Timeout`] past the deadline.
+pub struct RowStream {
+    pub schema: SchemaRef,
+    /// The row limit in force.
+    pub max_rows: usize,
+    batches: Pin<Box<dyn Stream<Item = Result<RecordBatch, QueryError>> + Send>>,
+    truncated: Arc<AtomicBool>,
+}
+
+impl RowStream {
+    /// The next batch (`None` at the end or at the row limit).
+    pub async fn next(&mut self) -> Option<Result<RecordBatch, QueryError>> {
+        self.batches.next().await
+    }
+
+    /// Whether the row limit cut rows off (known once the stream ended).
+    pub fn truncated(&self) -> bool {
+        self.truncated.load(Ordering::Relaxed)
+    }
+
+    /// Every row (up to the limit).
+    pub async fn collect(mut self) -> Result<QueryResult, QueryError> {
+        let mut batches = Vec::new();
+        while let Some(batch) = self.next().await {
+            batches.push(batch?);
+        }
+        Ok(QueryResult {
+            truncated: self.truncated(),
+            schema: self.schema,
+            batches,
+        })
+    }
+
+    /// The stream of batches alone (for bodies that own it).
+    pub fn into_stream(
+        self,
+    ) -> (
+        SchemaRef,
+        Arc<AtomicBool>,
+        Pin<Box<dyn Stream<Item = Result<RecordBatch, QueryError>> + Send>>,
+    ) {
+        (self.schema, self.truncated, self.batches)
+    }
+}
+
+/// What to run: SQL with optional parameter values, or a named query.
+#[derive(Clone, Debug)]
+pub enum Request {
+    Sql {
+        sql: String,
+        params: Option<ParamValues>,
+    },
+    Named {
+        name: String,
+        params: std::collections::BTreeMap<String, String>,
+    },
+}
+
+impl Request {
+    pub fn sql(sql: impl Into<String>) -> Self {
+        Request::Sql {
+            sql: sql.into(),
+            params: None,
+        }
+    }
+}
+
+/// Adds to every session of an engine (e.g. the PostgreSQL compatibility functions and
+/// `pg_catalog` of the pgwire endpoint).
+pub type SessionExtension =
+    Arc<dyn Fn(&SessionContext, &Scope) -> Result<(), DataFusionError> + Send + Sync>;
+
 /// Runs SQL over the archive.
 #[derive(Clone)]
 pub struct QueryEngine {
     catalog: ArchiveCatalog,
     config: QueryConfig,
+    extension: Option<SessionExtension>,
 }
 
 impl QueryEngine {
     pub fn new(catalog: ArchiveCatalog, config: QueryConfig) -> Self {
-        Self { catalog, config }
+        Self {
+            catalog,
+            config,
+            extension: None,
+        }
+    }
+
+    /// The same engine, whose sessions also get `extension`.
+    pub fn with_extension(mut self, extension: SessionExtension) -> Self {
+        self.extension = Some(extension);
+        self
     }
 
     pub fn config(&self) -> &QueryConfig {
@@ -90,7 +187,10 @@ impl QueryEngine {
 
     /// A session whose tables show only what `scope` may see. For a tenant, each table is
     /// a view filtering the partition column `tenant`, so no statement can reach another
-    /// tenant's folders; the unfiltered tables are never registered.
+    /// tenant's folders; the unfiltered tables are never registered. Either way the
+    /// tables present themselves as base tables with no definition, so catalog queries
+    /// (`information_schema.tables`, what Grafana lists) show the same six tables to
+    /// everyone and nothing of how they are built.
     pub fn context(&self, scope: &Scope) -> Result<SessionContext, QueryError> {
         let config = SessionConfig::new()
             .with_target_partitions(self.config.target_partitions.max(1))
@@ -101,6 +201,7 @@ impl QueryEngine {
             .build();
         let ctx = SessionContext::new_with_state(state);
         crate::hdr::register(&ctx);
+        crate::named_table::register(&ctx);
         self.catalog.register_store(&ctx);
         for table in Table::ALL {
             let listing = self
@@ -110,57 +211,145 @@ impl QueryEngine {
             let listing = Arc::new(TimePrunedTable::new(listing, table.time_column()));
             let provider = match scope {
                 Scope::All => listing as Arc<dyn datafusion::catalog::TableProvider>,
-                Scope::Tenant(tenant) => ctx
-                    .read_table(listing)
-                    .and_then(|df| df.filter(col("tenant").eq(lit(tenant.as_str()))))
-                    .map_err(QueryError::from_datafusion)?
-                    .into_view(),
+                Scope::Tenant(tenant) => {
+                    let view = ctx
+                        .read_table(listing)
+                        .and_then(|df| df.filter(col("tenant").eq(lit(tenant.as_str()))))
+                        .map_err(QueryError::from_datafusion)?
+                        .into_view();
+                    Arc::new(TenantTable::new(view))
+                }
             };
             ctx.register_table(table.name(), provider)
                 .map_err(QueryError::from_datafusion)?;
         }
+        if let Some(extension) = &self.extension {
+            extension(&ctx, scope).map_err(QueryError::from_datafusion)?;
+        }
         Ok(ctx)
     }
 
-    /// Runs one read-only statement, returning at most `max_rows` rows within the timeout.
-    pub async fn execute(&self, scope: &Scope, sql: &str) -> Result<QueryResult, QueryError> {
-        let ctx = self.context(scope)?;
+    /// Plans one read-only statement in `ctx` (without running it). Exactly one
+    /// statement; DDL, DML and `SET` are refused, and `EXPLAIN` unless `scope` is an
+    /// operator's (a plan names archive paths).
+    pub async fn plan(
+        &self,
+        ctx: &SessionContext,
+        scope: &Scope,
+        sql: &str,
+    ) -> Result<DataFrame, QueryError> {
+        let statements = DFParser::parse_sql(sql).map_err(QueryError::from_datafusion)?;
+        if statements.len() != 1 {
+            return Err(QueryError::NotAllowed(format!(
+                "expected exactly one statement, got {}",
+                statements.len()
+            )));
+        }
+        let is_explain = match statements.front() {
+            Some(DfStatement::Explain(_)) => true,
+            Some(DfStatement::Statement(statement)) => matches!(
+                **statement,
+                SqlStatement::Explain { .. } | SqlStatement::ExplainTable { .. }
+            ),
+            _ => false,
+        };
+        if is_explain && matches!(scope, Scope::Tenant(_)) {
+            return Err(QueryError::NotAllowed(
+                "EXPLAIN is available to operators only".into(),
+            ));
+        }
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let max_rows = self.config.max_rows;
-        let run = async {
-            let df = ctx
-                .sql_with_options(sql, options)
-                .await
-                .map_err(QueryError::from_datafusion)?;
+        ctx.sql_with_options(sql, options)
+            .await
+            .map_err(QueryError::from_datafusion)
+    }
+
+    /// Runs one read-only statement, returning at most `max_rows` rows within the timeout.
+    pub async fn execute(&self, scope: &Scope, sql: &str) -> Result<QueryResult, QueryError> {
+        self.stream(scope, &Request::sql(sql), None)
+            .await?
+            .collect()
+            .await
+    }
+
+    /// Starts a query: planned and started within the timeout, its rows then streamed
+    /// until `max_rows` (the smaller of `row_limit` and `query.max_rows`) or the deadline.
+    pub async fn stream(
+        &self,
+        scope: &Scope,
+        request: &Request,
+        row_limit: Option<usize>,
+    ) -> Result<RowStream, QueryError> {
+        let deadline = Instant::now() + self.config.timeout;
+        let timeout = self.config.timeout;
+        let (sql, params) = match request {
+            Request::Sql { sql, params } => (sql.clone(), params.clone()),
+            Request::Named { name, params } => {
+                let query = named::get(name)?;
+                let values = query.bind(params)?;
+                (query.sql.to_string(), Some(values))
+            }
+        };
+        let ctx = self.context(scope)?;
+        let start = async {
+            let mut df = self.plan(&ctx, scope, &sql).await?;
+            if let Some(params) = params {
+                df = df
+                    .with_param_values(params)
+                    .map_err(QueryError::from_datafusion)?;
+            }
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let mut stream = df
+            let stream = df
                 .execute_stream()
                 .await
                 .map_err(QueryError::from_datafusion)?;
-            let mut batches = Vec::new();
-            let mut rows = 0;
-            let mut truncated = false;
-            while let Some(batch) = stream.next().await {
-                let batch = batch.map_err(QueryError::from_datafusion)?;
-                if rows + batch.num_rows() > max_rows {
-                    batches.push(batch.slice(0, max_rows - rows));
-                    truncated = true;
-                    break;
-                }
-                rows += batch.num_rows();
-                batches.push(batch);
-            }
-            Ok(QueryResult {
-                schema,
-                batches,
-                truncated,
-            })
+            Ok::<_, QueryError>((schema, stream))
         };
-        tokio::time::timeout(self.config.timeout, run)
+        let (schema, stream) = tokio::time::timeout_at(deadline, start)
             .await
-            .map_err(|_| QueryError::Timeout(self.config.timeout))?
+            .map_err(|_| QueryError::Timeout(timeout))??;
+        let max_rows = row_limit
+            .unwrap_or(usize::MAX)
+            .min(self.config.max_rows)
+            .max(1);
+        let truncated = Arc::new(AtomicBool::new(false));
+        let flag = truncated.clone();
+        let batches = futures::stream::unfold(
+            (stream, 0usize, false),
+            move |(mut stream, rows, done)| {
+                let flag = flag.clone();
+                async move {
+                    if done {
+                        return None;
+                    }
+                    match tokio::time::timeout_at(deadline, stream.next()).await {
+                        Err(_) => Some((Err(QueryError::Timeout(timeout)), (stream, rows, true))),
+                        Ok(None) => None,
+                        Ok(Some(Err(e))) => {
+                            Some((Err(QueryError::from_datafusion(e)), (stream, rows, true)))
+                        }
+                        Ok(Some(Ok(batch))) => {
+                            if rows + batch.num_rows() > max_rows {
+                                flag.store(true, Ordering::Relaxed);
+                                let batch = batch.slice(0, max_rows - rows);
+                                Some((Ok(batch), (stream, max_rows, true)))
+                            } else {
+                                let rows = rows + batch.num_rows();
+                                Some((Ok(batch), (stream, rows, false)))
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        Ok(RowStream {
+            schema,
+            max_rows,
+            batches: Box::pin(batches),
+            truncated,
+        })
     }
 }

@@ -1,6 +1,6 @@
 //! SQL over the archive: a DataFusion catalog of the archive tables with hive partition
-//! pruning on tenant, date and hour, tenant scoping, output formats and the HTTP SQL
-//! endpoint.
+//! pruning on tenant, date and hour, tenant scoping, output formats, named queries, the
+//! HTTP SQL endpoint and the PostgreSQL wire protocol.
 
 pub mod catalog;
 pub mod config;
@@ -8,10 +8,14 @@ pub mod engine;
 pub mod format;
 pub mod hdr;
 pub mod http;
+pub mod named;
+pub mod named_table;
+pub mod pg;
+pub mod tenant_table;
 pub mod time_pruning;
 
 pub use catalog::ArchiveCatalog;
 pub use config::QueryConfig;
-pub use engine::{QueryEngine, QueryError, Scope};
+pub use engine::{QueryEngine, QueryError, Request, RowStream, Scope};
 pub use format::OutputFormat;
 pub use hdr::register as register_hdr_functions;
