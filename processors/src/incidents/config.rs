@@ -13,6 +13,9 @@
 //!   providers:                                 # added to the built-in hosting table
 //!     - { suffix: mcp.example-cloud.com, provider: example-cloud }
 //!   provider_notices: [acme]                   # tenants told about upstream outages
+//!   external:                                  # alerts received on POST /api/v2/alerts
+//!     resolve_timeout: 5m
+//!     severities: { sev1: P1 }
 //! ```
 
 use std::collections::BTreeSet;
@@ -22,6 +25,7 @@ use mcpulse_schemas::topics::valid_tenant_id;
 use serde::{Deserialize, Serialize};
 
 use super::engine::EngineConfig;
+use super::external::ExternalConfig;
 use super::incident::{BlipWindows, FlappingConfig, IncidentConfig, SeverityOverride};
 use super::provider::{ProviderEntry, ProviderTable};
 use super::storm::StormConfig;
@@ -69,6 +73,9 @@ pub struct IncidentsConfig {
     /// Tenants that want an "upstream provider outage" notice on their suppressed
     /// incidents (it names the provider, never another tenant).
     pub provider_notices: Vec<String>,
+    /// Alerts received on the Alertmanager API (`POST /api/v2/alerts`): resolve timeout
+    /// and severity mapping.
+    pub external: ExternalConfig,
 }
 
 impl Default for IncidentsConfig {
@@ -89,6 +96,7 @@ impl Default for IncidentsConfig {
             storm: StormConfig::default(),
             providers: Vec::new(),
             provider_notices: Vec::new(),
+            external: ExternalConfig::default(),
         }
     }
 }
@@ -114,6 +122,7 @@ impl IncidentsConfig {
                 .iter()
                 .cloned()
                 .collect::<BTreeSet<_>>(),
+            external: self.external.clone(),
         }
     }
 
@@ -134,6 +143,7 @@ impl IncidentsConfig {
             .validate()
             .map_err(|e| format!("incidents.{e}"))?;
         ProviderTable::new(self.providers.clone()).validate()?;
+        self.external.validate()?;
         for (i, tenant) in self.provider_notices.iter().enumerate() {
             if !valid_tenant_id(tenant) {
                 return Err(format!(
@@ -188,9 +198,14 @@ mod tests {
              severity: [{class: timeout, scope: global, severity: P1}]\n\
              storm: {window: 10m, min_tenants: 5, min_share: 0.2, clear_after: 3m, hold: 1m}\n\
              providers: [{suffix: mcp.example-cloud.com, provider: example-cloud}]\n\
-             provider_notices: [acme]\n",
+             provider_notices: [acme]\n\
+             external: {resolve_timeout: 10m, severities: {sev1: P1}}\n",
         )
         .unwrap();
+        assert_eq!(
+            c.engine().external.resolve_timeout,
+            Duration::from_secs(600)
+        );
         assert_eq!(c.engine().incident.resolve_after, 3);
         assert!(c.engine().provider_notices.contains("acme"));
         assert_eq!(

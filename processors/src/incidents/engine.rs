@@ -20,6 +20,7 @@
 //! | storm `Open` / `Grow` / `Clear` | `trigger` / `update` (at most one per storm each time event time moves) / `resolve` of the storm (tenant `_operator`, class `storm`, counts only) |
 //! | storm `Suppress` | `suppress`, `suppressed`, with `storm_id` (and `provider_outage` for opted-in tenants) |
 //! | storm `ResolveMember` | `resolve`, `resolved`, with `storm_id` |
+//! | external alert (Alertmanager API) | see [`super::external`]: `trigger` at once, re-sends nothing, `resolve` when it ends or expires |
 //!
 //! # Holding triggers
 //!
@@ -36,11 +37,13 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use mcpulse_schemas::alert::OPERATOR_TENANT;
 use mcpulse_schemas::{
-    AlertAction, AlertEvent, AlertStatus, Finding, ProviderOutage, Severity, StormSummary,
+    AlertAction, AlertEvent, AlertStatus, ExternalAlert, Finding, ProviderOutage, Severity,
+    StormSummary,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::external::{ExternalAlerts, ExternalConfig};
 use super::incident::{IncidentConfig, IncidentTracker, Transition, UpdateReason};
 use super::storm::{StormConfig, StormCorrelator, StormEvent, pairs};
 use super::types::{Cause, FailureClass, IncidentKey, Scope};
@@ -54,6 +57,8 @@ pub struct EngineConfig {
     /// Tenants opted in to "upstream provider outage" notices on their suppressed
     /// incidents.
     pub provider_notices: BTreeSet<String>,
+    /// Alerts received on the Alertmanager API.
+    pub external: ExternalConfig,
 }
 
 /// A trigger waiting for `storm.hold` to pass.
@@ -82,6 +87,9 @@ pub struct EngineState {
     #[serde(default)]
     grown: BTreeSet<String>,
     now: Option<DateTime<Utc>>,
+    /// Alerts received on the Alertmanager API (absent from older checkpoints).
+    #[serde(default)]
+    external: ExternalAlerts,
 }
 
 /// See the module docs.
@@ -185,6 +193,7 @@ impl IncidentEngine {
                 storms: BTreeMap::new(),
                 grown: BTreeSet::new(),
                 now: None,
+                external: ExternalAlerts::default(),
             },
         }
     }
@@ -200,9 +209,10 @@ impl IncidentEngine {
         &self.state
     }
 
-    /// Open incidents (flapping and suppressed included; not storms).
+    /// Open incidents (flapping and suppressed included, external alerts too; not
+    /// storms).
     pub fn open_incidents(&self) -> impl Iterator<Item = &AlertEvent> {
-        self.state.open.values()
+        self.state.open.values().chain(self.state.external.open())
     }
 
     /// Storms currently open.
@@ -256,6 +266,16 @@ impl IncidentEngine {
             self.apply(&key, t, None, &mut out);
         }
         self.forget_if_idle(&key);
+        out
+    }
+
+    /// One alert received on the Alertmanager API (see [`super::external`]); its
+    /// `received_at` is the event time.
+    pub fn external(&mut self, alert: &ExternalAlert) -> Vec<AlertEvent> {
+        let mut out = Vec::new();
+        self.tick(alert.received_at, &mut out);
+        let events = self.state.external.observe(alert, &self.config.external);
+        out.extend(events.into_iter().map(with_id));
         out
     }
 
@@ -322,6 +342,8 @@ impl IncidentEngine {
         for key in due {
             self.release(&key, out);
         }
+        let expired = self.state.external.expire(at);
+        out.extend(expired.into_iter().map(with_id));
     }
 
     /// Sends a held trigger.
@@ -661,5 +683,102 @@ impl IncidentEngine {
 
     fn storm_severity(&self, cause: &Cause, scope: Scope) -> Severity {
         self.config.incident.severity_of(cause.class, scope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use mcpulse_schemas::external::{SOURCE_ALERTMANAGER_API, fingerprint};
+
+    use super::*;
+
+    fn t(seconds: i64) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+            + TimeDelta::seconds(seconds)
+    }
+
+    fn alert(tenant: &str, received: i64, ends_at: Option<i64>) -> ExternalAlert {
+        let labels: BTreeMap<String, String> = [("alertname", "McpDown"), ("severity", "warning")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ExternalAlert {
+            tenant: tenant.into(),
+            fingerprint: fingerprint(&labels),
+            labels,
+            annotations: BTreeMap::new(),
+            starts_at: t(0),
+            ends_at: ends_at.map(t),
+            generator_url: None,
+            received_at: t(received),
+            source: SOURCE_ALERTMANAGER_API.into(),
+        }
+    }
+
+    fn actions(events: &[AlertEvent]) -> Vec<&'static str> {
+        events.iter().map(|e| e.action.as_str()).collect()
+    }
+
+    #[test]
+    fn external_alerts_trigger_at_once_dedup_and_resolve_through_the_engine() {
+        let mut engine = IncidentEngine::new(EngineConfig::default());
+        let trigger = engine.external(&alert("acme", 0, None));
+        assert_eq!(actions(&trigger), ["trigger"], "no blip window, no hold");
+        assert_eq!(trigger[0].severity, Severity::P3);
+        assert!(!trigger[0].event_id.is_empty());
+        assert_eq!(engine.open_incidents().count(), 1);
+        // Same labels, another tenant: its own incident.
+        let other = engine.external(&alert("globex", 0, None));
+        assert_eq!(actions(&other), ["trigger"]);
+        assert_ne!(other[0].dedup_key, trigger[0].dedup_key);
+        assert_eq!(engine.external(&alert("globex", 1, Some(1))).len(), 1);
+
+        // Re-sent every minute: nothing; the watermark moving does not resolve it.
+        for minute in 1..=4 {
+            assert!(
+                engine
+                    .external(&alert("acme", minute * 60, None))
+                    .is_empty()
+            );
+            assert!(engine.advance(t(minute * 60 + 30)).is_empty());
+        }
+        // Not re-sent for resolve_timeout (5m after the last one at 4m): resolved once.
+        assert!(engine.advance(t(240 + 299)).is_empty());
+        let resolved = engine.advance(t(240 + 300));
+        assert_eq!(actions(&resolved), ["resolve"]);
+        assert_eq!(resolved[0].incident_id, trigger[0].incident_id);
+        assert_eq!(resolved[0].duration_s, Some(540));
+        assert!(engine.advance(t(900)).is_empty());
+        assert_eq!(engine.open_incidents().count(), 0);
+    }
+
+    #[test]
+    fn a_restored_engine_keeps_external_incidents_and_reads_older_checkpoints() {
+        let mut engine = IncidentEngine::new(EngineConfig::default());
+        let trigger = engine.external(&alert("acme", 0, None));
+        let state = serde_json::to_value(engine.state()).unwrap();
+        let mut restored = IncidentEngine::restore(
+            EngineConfig::default(),
+            serde_json::from_value(state.clone()).unwrap(),
+        );
+        assert!(restored.external(&alert("acme", 60, None)).is_empty());
+        let resolved = restored.external(&alert("acme", 120, Some(100)));
+        assert_eq!(actions(&resolved), ["resolve"]);
+        assert_eq!(resolved[0].incident_id, trigger[0].incident_id);
+
+        // A checkpoint written before external alerts existed.
+        let mut older = state;
+        older.as_object_mut().unwrap().remove("external");
+        let restored: EngineState = serde_json::from_value(older).unwrap();
+        assert_eq!(
+            IncidentEngine::restore(EngineConfig::default(), restored)
+                .open_incidents()
+                .count(),
+            0
+        );
     }
 }

@@ -3,12 +3,14 @@
 //!
 //! * the verdict stage ([`verdict_stage`]): `probes.v1` → one verdict per server and
 //!   minute across regions → `findings.v1`, keyed by upstream cause;
-//! * the incident stage ([`stage`]): `findings.v1` (verdicts and the analytic findings)
+//! * the incident stage ([`stage`]): `findings.v1` (verdicts, the analytic findings and
+//!   alerts received on the Alertmanager API, see [`external`])
 //!   → the [`engine`] (incident trackers, storm correlator, held triggers) → `alerts.v1`
 //!   and the `alerts` table.
 
 pub mod config;
 pub mod engine;
+pub mod external;
 pub mod fleet;
 pub mod incident;
 pub mod provider;

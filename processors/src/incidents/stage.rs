@@ -1,5 +1,6 @@
 //! The incident stage: `findings.v1` (verdicts of the verdict stage, keyed by upstream
-//! cause, and findings of the signals and drift operators) into decided incident
+//! cause, findings of the signals and drift operators, and alerts received on the
+//! Alertmanager API, keyed by tenant and label fingerprint) into decided incident
 //! transitions — one event each on `alerts.v1` (keyed by tenant/incident) and one row
 //! each in the `alerts` table — by the [`IncidentEngine`] of each partition, checkpointed
 //! with the offsets it covers (see [`crate::stateful`]): a restart or rebalance replays
@@ -17,9 +18,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use mcpulse_bus::{Header, Message, Record, TopicPartition};
+use mcpulse_schemas::external::{KIND_EXTERNAL_ALERT, fingerprint};
 use mcpulse_schemas::metrics::{MetricsSource, PromWriter};
 use mcpulse_schemas::topics::{HEADER_CONTENT_TYPE, HEADER_TENANT};
-use mcpulse_schemas::{AlertAction, AlertEvent, Finding, Severity};
+use mcpulse_schemas::{AlertAction, AlertEvent, ExternalAlert, Finding, Severity};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::error;
@@ -44,6 +46,8 @@ const ACTIONS: [AlertAction; 5] = [
 pub struct IncidentMetrics {
     pub verdicts: AtomicU64,
     pub findings: AtomicU64,
+    /// Alerts received on the Alertmanager API.
+    pub external: AtomicU64,
     /// Events by [`ACTIONS`] index.
     pub events: [AtomicU64; 5],
     /// Open incidents by severity ([`SEVERITIES`] index), storms excluded.
@@ -67,6 +71,12 @@ impl MetricsSource for IncidentMetrics {
             "Analytic findings taken by the incident stage.",
             &[],
             self.findings.load(Relaxed),
+        );
+        out.counter(
+            "mcpulse_incident_external_alerts_total",
+            "Alerts received on the Alertmanager API taken by the incident stage.",
+            &[],
+            self.external.load(Relaxed),
         );
         for (i, action) in ACTIONS.iter().enumerate() {
             out.counter(
@@ -273,10 +283,23 @@ impl PartitionLogic for IncidentLogic {
 
     fn process(&mut self, tenant: &str, record: &Record) -> Result<(), String> {
         self.last_record = Instant::now();
-        let is_verdict = record
-            .header(HEADER_KIND)
-            .is_some_and(|v| v.as_ref() == KIND_VERDICT.as_bytes());
-        if is_verdict {
+        let kind = record.header(HEADER_KIND).map(|v| v.as_ref());
+        if kind == Some(KIND_EXTERNAL_ALERT.as_bytes()) {
+            let alert: ExternalAlert = serde_json::from_slice(&record.value)
+                .map_err(|e| format!("external alert: {e}"))?;
+            if alert.tenant != tenant {
+                return Err("external alert: the tenant header does not match the payload".into());
+            }
+            if alert.labels.is_empty() || alert.fingerprint != fingerprint(&alert.labels) {
+                return Err("external alert: the fingerprint does not match the labels".into());
+            }
+            self.max_event_ns = self
+                .max_event_ns
+                .max(ns(alert.received_at).min(now_ns() + 60_000_000_000));
+            self.metrics.external.fetch_add(1, Relaxed);
+            let events = self.engine.external(&alert);
+            self.take(events);
+        } else if kind == Some(KIND_VERDICT.as_bytes()) {
             let message: VerdictMessage =
                 serde_json::from_slice(&record.value).map_err(|e| format!("verdict: {e}"))?;
             if message.verdict.tenant != tenant {
@@ -347,5 +370,100 @@ impl PartitionLogic for IncidentLogic {
             messages,
             ..Closed::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use mcpulse_schemas::external::{HEADER_KIND as SCHEMA_HEADER_KIND, SOURCE_ALERTMANAGER_API};
+
+    use super::*;
+
+    fn logic() -> IncidentLogic {
+        let context = IncidentContext {
+            engine: EngineConfig::default(),
+            settings: super::super::verdict_stage::VerdictSettings::default(),
+            metrics: Arc::new(IncidentMetrics::default()),
+        };
+        IncidentLogic::restore(
+            &context,
+            &TopicPartition::new("findings".to_string(), 0),
+            None,
+        )
+    }
+
+    fn record(tenant: &str, alert: &ExternalAlert) -> Record {
+        Record {
+            topic: "mcpulse.findings.v1".into(),
+            partition: 0,
+            offset: 0,
+            key: Some(Bytes::from(alert.key())),
+            value: Bytes::from(serde_json::to_vec(alert).unwrap()),
+            headers: vec![
+                Header::new(HEADER_TENANT, tenant.to_string()),
+                Header::new(SCHEMA_HEADER_KIND, KIND_EXTERNAL_ALERT),
+            ],
+            timestamp_ms: 0,
+        }
+    }
+
+    fn alert() -> ExternalAlert {
+        let labels: BTreeMap<String, String> =
+            [("alertname", "McpDown"), ("instance", "10.0.0.7:9100")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        ExternalAlert {
+            tenant: "acme".into(),
+            fingerprint: fingerprint(&labels),
+            labels,
+            annotations: [("description".to_string(), "down at 10.0.0.7".to_string())].into(),
+            starts_at: Utc::now(),
+            ends_at: None,
+            generator_url: Some("http://[fd00::1]:9090/graph".into()),
+            received_at: Utc::now(),
+            source: SOURCE_ALERTMANAGER_API.into(),
+        }
+    }
+
+    #[test]
+    fn the_kind_header_is_the_one_the_edge_writes() {
+        assert_eq!(HEADER_KIND, SCHEMA_HEADER_KIND);
+        assert_ne!(KIND_VERDICT, KIND_EXTERNAL_ALERT);
+    }
+
+    #[test]
+    fn external_alerts_become_events_within_the_payload_boundaries() {
+        let mut logic = logic();
+        logic.process("acme", &record("acme", &alert())).unwrap();
+        assert_eq!(logic.metrics.external.load(Relaxed), 1);
+        let closed = logic.close(i64::MIN).unwrap();
+        assert_eq!(closed.messages.len(), 1);
+        let event: AlertEvent = serde_json::from_slice(&closed.messages[0].1.value).unwrap();
+        assert_eq!(event.action, AlertAction::Trigger);
+        assert_eq!(event.class, "external");
+        event.check_boundaries().unwrap();
+        assert_eq!(event.evidence["labels"]["alertname"], "McpDown");
+        assert_eq!(
+            logic.metrics.redacted.load(Relaxed),
+            0,
+            "masked, not withheld"
+        );
+        assert_eq!(logic.metrics.open[Severity::P3 as usize].load(Relaxed), 1);
+    }
+
+    #[test]
+    fn refuses_records_whose_tenant_or_fingerprint_disagree() {
+        let mut logic = logic();
+        let err = logic
+            .process("globex", &record("globex", &alert()))
+            .unwrap_err();
+        assert!(err.contains("tenant header"), "{err}");
+        let mut forged = alert();
+        forged.labels.insert("team".into(), "x".into());
+        let err = logic.process("acme", &record("acme", &forged)).unwrap_err();
+        assert!(err.contains("fingerprint"), "{err}");
     }
 }
