@@ -54,7 +54,7 @@ set -euo pipefail
 # when the base Python cannot create a venv):
 # - the bundled librdkafka build of the `rdkafka` crate (and the tansu build below):
 #   a C/C++ toolchain and make, zlib and OpenSSL headers, pkg-config to find them.
-APT_PACKAGES=(g++ make zlib1g-dev libssl-dev pkg-config)
+APT_PACKAGES=(g++ make zlib1g-dev libssl-dev pkg-config postgresql-client)
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REQUIREMENTS="${REPO_ROOT}/tests/python/requirements.txt"

@@ -8,7 +8,7 @@ use mcpulse::Config;
 use mcpulse::archive_store::ArchiveLocation;
 use mcpulse::roles;
 use mcpulse::roles::status::StatusFormat;
-use mcpulse_queries::{OutputFormat, QueryEngine, Scope};
+use mcpulse_queries::{OutputFormat, QueryEngine, Request, Scope};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -87,16 +87,31 @@ enum Command {
         #[arg(long, requires = "once")]
         json: bool,
     },
-    /// Run SQL over the archive and print the result.
+    /// Run SQL over the archive and print the result: free SQL, or a named query shipped
+    /// with mcpulse (`--named uptime_30d --param server=weather`; `--list-named` lists
+    /// them).
     Query {
-        /// The SQL statement (read-only).
-        sql: String,
-        /// Output: table, csv, json or ndjson.
+        /// The SQL statement (read-only); not with --named.
+        #[arg(required_unless_present_any = ["named", "list_named"], conflicts_with_all = ["named", "list_named"])]
+        sql: Option<String>,
+        /// Run this named query instead of SQL.
+        #[arg(long, value_name = "NAME")]
+        named: Option<String>,
+        /// A parameter of the named query, NAME=VALUE (repeatable).
+        #[arg(long = "param", value_name = "NAME=VALUE", requires = "named")]
+        params: Vec<String>,
+        /// List the named queries, their descriptions and parameters.
+        #[arg(long)]
+        list_named: bool,
+        /// Output: table, csv, json, ndjson or arrow (the Arrow IPC stream format).
         #[arg(long, short, default_value = "table")]
         format: OutputFormat,
         /// Only this tenant's rows (default: every tenant, as an operator).
         #[arg(long)]
         tenant: Option<String>,
+        /// At most this many rows (never more than query.max_rows).
+        #[arg(long)]
+        max_rows: Option<usize>,
     },
     /// Configuration tools.
     Config {
@@ -227,11 +242,24 @@ fn main() -> ExitCode {
             }
         }
         Command::Query {
+            list_named: true, ..
+        } => {
+            print!("{}", mcpulse_queries::named::Listing);
+            Ok(())
+        }
+        Command::Query {
             sql,
+            named,
+            params,
             format,
             tenant,
-        } => load(cli.config.as_deref())
-            .and_then(|config| runtime()?.block_on(query(config, &sql, format, tenant))),
+            max_rows,
+            ..
+        } => query_request(sql, named, &params).and_then(|request| {
+            load(cli.config.as_deref()).and_then(|config| {
+                runtime()?.block_on(query(config, request, format, tenant, max_rows))
+            })
+        }),
         Command::Routes { command } => {
             return mcpulse::routes_cli::routes(command, || load(cli.config.as_deref()));
         }
@@ -337,23 +365,56 @@ async fn bus_status(
     Ok(())
 }
 
+/// The request of `mcpulse query`: SQL, or a named query with `--param NAME=VALUE`s.
+fn query_request(
+    sql: Option<String>,
+    named: Option<String>,
+    params: &[String],
+) -> anyhow::Result<Request> {
+    match (sql, named) {
+        (Some(sql), None) => Ok(Request::sql(sql)),
+        (None, Some(name)) => {
+            let mut values = std::collections::BTreeMap::new();
+            for param in params {
+                let (key, value) = param
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--param {param:?}: expected NAME=VALUE"))?;
+                if values.insert(key.to_string(), value.to_string()).is_some() {
+                    anyhow::bail!("--param {key}: given twice");
+                }
+            }
+            Ok(Request::Named {
+                name,
+                params: values,
+            })
+        }
+        _ => anyhow::bail!("give SQL or --named NAME"),
+    }
+}
+
 async fn query(
     config: Config,
-    sql: &str,
+    request: Request,
     format: OutputFormat,
     tenant: Option<String>,
+    max_rows: Option<usize>,
 ) -> anyhow::Result<()> {
     let archive = ArchiveLocation::open(&config)?;
     let engine = QueryEngine::new(archive.catalog(), config.query.clone());
     let scope = tenant.map(Scope::Tenant).unwrap_or(Scope::All);
-    let result = engine.execute(&scope, sql).await?;
-    let rendered = format.render(&result.schema, &result.batches)?;
+    let mut rows = engine.stream(&scope, &request, max_rows).await?;
+    let mut encoder = mcpulse_queries::format::Encoder::new(format, rows.schema.clone())?;
     use std::io::Write;
-    std::io::stdout().write_all(&rendered)?;
-    if result.truncated {
+    let mut out = std::io::stdout().lock();
+    while let Some(batch) = rows.next().await {
+        out.write_all(&encoder.push(&batch?)?)?;
+    }
+    out.write_all(&encoder.finish()?)?;
+    out.flush()?;
+    if rows.truncated() {
         eprintln!(
-            "mcpulse: output cut at {} rows (query.max_rows)",
-            config.query.max_rows
+            "mcpulse: output cut at {} rows (--max-rows / query.max_rows)",
+            rows.max_rows
         );
     }
     Ok(())

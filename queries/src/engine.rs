@@ -317,9 +317,8 @@ impl QueryEngine {
             .max(1);
         let truncated = Arc::new(AtomicBool::new(false));
         let flag = truncated.clone();
-        let batches = futures::stream::unfold(
-            (stream, 0usize, false),
-            move |(mut stream, rows, done)| {
+        let batches =
+            futures::stream::unfold((stream, 0usize, false), move |(mut stream, rows, done)| {
                 let flag = flag.clone();
                 async move {
                     if done {
@@ -343,8 +342,7 @@ impl QueryEngine {
                         }
                     }
                 }
-            },
-        );
+            });
         Ok(RowStream {
             schema,
             max_rows,

@@ -91,7 +91,11 @@ impl OutputFormat {
     }
 
     /// Renders `batches` (which all share `schema`).
-    pub fn render(self, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, ArrowError> {
+    pub fn render(
+        self,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+    ) -> Result<Vec<u8>, ArrowError> {
         let mut encoder = Encoder::new(self, schema.clone())?;
         let mut out = Vec::new();
         for batch in batches {
@@ -250,7 +254,13 @@ mod tests {
         assert_eq!(csv.lines().next(), Some("n,s"));
         assert_eq!(csv.matches("n,s").count(), 1);
         let ndjson = OutputFormat::Ndjson.render(&schema, &batches).unwrap();
-        assert_eq!(ndjson.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count(), 5);
+        assert_eq!(
+            ndjson
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count(),
+            5
+        );
         let arrow = OutputFormat::Arrow.render(&schema, &batches).unwrap();
         let reader = StreamReader::try_new(std::io::Cursor::new(arrow), None).unwrap();
         assert_eq!(reader.schema(), schema);
@@ -273,11 +283,16 @@ mod tests {
         use OutputFormat::*;
         assert_eq!(OutputFormat::from_accept("text/csv"), Some(Csv));
         assert_eq!(
-            OutputFormat::from_accept("application/json;q=0.5, application/vnd.apache.arrow.stream"),
+            OutputFormat::from_accept(
+                "application/json;q=0.5, application/vnd.apache.arrow.stream"
+            ),
             Some(Arrow)
         );
         assert_eq!(OutputFormat::from_accept("*/*"), None);
-        assert_eq!(OutputFormat::from_accept("text/html, application/x-ndjson"), Some(Ndjson));
+        assert_eq!(
+            OutputFormat::from_accept("text/html, application/x-ndjson"),
+            Some(Ndjson)
+        );
         assert_eq!(OutputFormat::from_accept("text/csv;q=0"), None);
     }
 }

@@ -19,9 +19,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use datafusion::arrow::datatypes::IntervalMonthDayNano;
 use datafusion::common::ParamValues;
 use datafusion::common::ScalarValue;
-use datafusion::arrow::datatypes::IntervalMonthDayNano;
 
 /// The files of `queries/named/`, name and text.
 const FILES: [(&str, &str); 7] = [
@@ -35,7 +35,10 @@ const FILES: [(&str, &str); 7] = [
         include_str!("../named/error_budget_burn.sql"),
     ),
     ("mttd_mttr", include_str!("../named/mttd_mttr.sql")),
-    ("drift_timeline", include_str!("../named/drift_timeline.sql")),
+    (
+        "drift_timeline",
+        include_str!("../named/drift_timeline.sql"),
+    ),
     ("storms", include_str!("../named/storms.sql")),
     (
         "notification_delivery",
@@ -218,13 +221,15 @@ impl NamedQuery {
                     });
                 }
             };
-            let value = p.ty.value(raw).map_err(|reason| NamedQueryError::BadValue {
-                query: self.name.into(),
-                param: p.name.clone(),
-                ty: p.ty.name(),
-                value: raw.to_string(),
-                reason,
-            })?;
+            let value =
+                p.ty.value(raw)
+                    .map_err(|reason| NamedQueryError::BadValue {
+                        query: self.name.into(),
+                        param: p.name.clone(),
+                        ty: p.ty.name(),
+                        value: raw.to_string(),
+                        reason,
+                    })?;
             values.push((p.name.clone(), value));
         }
         Ok(ParamValues::from(values))
@@ -250,23 +255,17 @@ fn parse_param(query: &str, spec: &str) -> Param {
         .split_once(char::is_whitespace)
         .unwrap_or_else(|| malformed(query, spec));
     let rest = rest.trim_start();
-    let (ty, mut rest) = rest
-        .split_once(char::is_whitespace)
-        .unwrap_or((rest, ""));
+    let (ty, mut rest) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
     let ty = ParamType::parse(ty).unwrap_or_else(|| malformed(query, spec));
     rest = rest.trim_start();
     let mut default = None;
     if let Some(after) = rest.strip_prefix('=') {
         let after = after.trim_start();
         let (value, tail) = if let Some(quoted) = after.strip_prefix('\'') {
-            let end = quoted
-                .find('\'')
-                .unwrap_or_else(|| malformed(query, spec));
+            let end = quoted.find('\'').unwrap_or_else(|| malformed(query, spec));
             (&quoted[..end], &quoted[end + 1..])
         } else {
-            after
-                .split_once(char::is_whitespace)
-                .unwrap_or((after, ""))
+            after.split_once(char::is_whitespace).unwrap_or((after, ""))
         };
         default = Some(value.to_string());
         rest = tail.trim_start();
@@ -347,7 +346,8 @@ mod tests {
                 );
                 assert!(!p.description.is_empty(), "{}.{}", q.name, p.name);
                 if let Some(d) = &p.default {
-                    p.ty.value(d).unwrap_or_else(|e| panic!("{}.{}: {e}", q.name, p.name));
+                    p.ty.value(d)
+                        .unwrap_or_else(|e| panic!("{}.{}: {e}", q.name, p.name));
                 }
             }
             // Every placeholder is a declared parameter.
@@ -417,7 +417,10 @@ mod tests {
             required.bind(&BTreeMap::new()).unwrap_err().to_string(),
             "t: missing required parameter \"since\""
         );
-        assert!(matches!(get("nope"), Err(NamedQueryError::UnknownQuery(..))));
+        assert!(matches!(
+            get("nope"),
+            Err(NamedQueryError::UnknownQuery(..))
+        ));
     }
 
     #[test]
@@ -426,6 +429,9 @@ mod tests {
         for q in all() {
             assert!(text.contains(q.name));
         }
-        assert!(text.contains("--param server=<text> (default \"\")"), "{text}");
+        assert!(
+            text.contains("--param server=<text> (default \"\")"),
+            "{text}"
+        );
     }
 }

@@ -60,9 +60,7 @@ impl TableFunctionImpl for NamedTable {
             };
             given.insert(param.name.clone(), text);
         }
-        let values = q
-            .bind(&given)
-            .map_err(|e| plan_datafusion_err!("{e}"))?;
+        let values = q.bind(&given).map_err(|e| plan_datafusion_err!("{e}"))?;
         let state = args
             .session()
             .as_any()

@@ -18,7 +18,12 @@ fn tenant(t: &str) -> Scope {
     Scope::Tenant(t.into())
 }
 
-async fn named(engine: &QueryEngine, scope: &Scope, name: &str, params: &[(&str, &str)]) -> RecordBatch {
+async fn named(
+    engine: &QueryEngine,
+    scope: &Scope,
+    name: &str,
+    params: &[(&str, &str)],
+) -> RecordBatch {
     let request = Request::Named {
         name: name.into(),
         params: params
@@ -44,7 +49,8 @@ fn text(batch: &RecordBatch, column: &str, row: usize) -> Option<String> {
 
 fn float(batch: &RecordBatch, column: &str, row: usize) -> f64 {
     let a = cast(batch.column_by_name(column).unwrap(), &DataType::Float64).unwrap();
-    a.as_primitive::<datafusion::arrow::datatypes::Float64Type>().value(row)
+    a.as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+        .value(row)
 }
 
 fn close(actual: f64, expected: f64, tolerance: f64) {
@@ -92,8 +98,18 @@ async fn uptime_30d_per_server_from_probes() {
 
     let one = named(&engine, &Scope::All, "uptime_30d", &[("server", "weather")]).await;
     assert_eq!(one.num_rows(), 1);
-    assert_eq!(float(&one, "probes", 0), 310.0, "operators see both tenants");
-    let week = named(&engine, &tenant("globex"), "uptime_30d", &[("window", "7d")]).await;
+    assert_eq!(
+        float(&one, "probes", 0),
+        310.0,
+        "operators see both tenants"
+    );
+    let week = named(
+        &engine,
+        &tenant("globex"),
+        "uptime_30d",
+        &[("window", "7d")],
+    )
+    .await;
     assert_eq!(week.num_rows(), 1);
     close(float(&week, "uptime_pct", 0), 0.0, 1e-9);
 }
@@ -116,7 +132,13 @@ async fn tool_latency_hourly_merges_histograms() {
         "calls": 1, "errors": 0, "error_rate": 0.0, "overflow": false, "revision": 0, "latency_ms": [5000.0]}));
     archive.write(Table::Signals, "acme", rows);
     let engine = archive.engine();
-    let b = named(&engine, &tenant("acme"), "tool_latency_hourly", &[("tool", "forecast")]).await;
+    let b = named(
+        &engine,
+        &tenant("acme"),
+        "tool_latency_hourly",
+        &[("tool", "forecast")],
+    )
+    .await;
     assert_eq!(b.num_rows(), 2, "one row per hour");
     assert_eq!(float(&b, "calls", 0), 100.0);
     assert_eq!(float(&b, "errors", 0), 5.0);
@@ -142,21 +164,42 @@ async fn error_budget_burn_against_the_objective() {
     archive.write(
         Table::Signals,
         "acme",
-        vec![row(now - Duration::hours(5), 900, 1), row(now - Duration::minutes(10), 100, 1)],
+        vec![
+            row(now - Duration::hours(5), 900, 1),
+            row(now - Duration::minutes(10), 100, 1),
+        ],
     );
     let engine = archive.engine();
-    let b = named(&engine, &tenant("acme"), "error_budget_burn", &[("server", "api")]).await;
+    let b = named(
+        &engine,
+        &tenant("acme"),
+        "error_budget_burn",
+        &[("server", "api")],
+    )
+    .await;
     assert_eq!(b.num_rows(), 1);
     assert_eq!(float(&b, "calls", 0), 1000.0);
     close(float(&b, "error_rate", 0), 0.002, 1e-12);
     close(float(&b, "budget_used_pct", 0), 200.0, 1e-6);
     close(float(&b, "budget_left_pct", 0), -100.0, 1e-6);
     close(float(&b, "burn_rate_1h", 0), 10.0, 1e-6);
-    let looser = named(&engine, &tenant("acme"), "error_budget_burn", &[("slo", "99")]).await;
+    let looser = named(
+        &engine,
+        &tenant("acme"),
+        "error_budget_burn",
+        &[("slo", "99")],
+    )
+    .await;
     close(float(&looser, "budget_used_pct", 0), 20.0, 1e-6);
 }
 
-fn alert(time: chrono::DateTime<chrono::Utc>, incident: &str, action: &str, server: &str, opened: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+fn alert(
+    time: chrono::DateTime<chrono::Utc>,
+    incident: &str,
+    action: &str,
+    server: &str,
+    opened: chrono::DateTime<chrono::Utc>,
+) -> serde_json::Value {
     json!({"time": ts(time), "event_id": format!("{incident}-{action}"), "incident_id": incident,
         "dedup_key": format!("mcpulse/acme/{server}/unreachable"), "action": action,
         "status": if action == "resolve" { "resolved" } else { "open" }, "server": server,
@@ -219,12 +262,24 @@ async fn drift_timeline_newest_first() {
         ],
     );
     let engine = archive.engine();
-    let b = named(&engine, &tenant("acme"), "drift_timeline", &[("server", "weather")]).await;
+    let b = named(
+        &engine,
+        &tenant("acme"),
+        "drift_timeline",
+        &[("server", "weather")],
+    )
+    .await;
     assert_eq!(b.num_rows(), 2);
     assert_eq!(text(&b, "worst", 0).as_deref(), Some("breaking"));
     assert_eq!(float(&b, "breaking", 0), 2.0);
     assert_eq!(text(&b, "worst", 1).as_deref(), Some("additive"));
-    let day = named(&engine, &tenant("acme"), "drift_timeline", &[("window", "1d")]).await;
+    let day = named(
+        &engine,
+        &tenant("acme"),
+        "drift_timeline",
+        &[("window", "1d")],
+    )
+    .await;
     assert_eq!(day.num_rows(), 2, "the 30-hour-old change is out");
 }
 
@@ -246,7 +301,13 @@ async fn storms_and_their_members() {
     cleared["resolved_at"] = json!(ts(t + Duration::minutes(35)));
     archive.write(Table::Alerts, "_operator", vec![storm, cleared]);
     let member = |tenant: &str, server: &str, n: i64| {
-        let mut m = alert(t + Duration::minutes(5 + n), &format!("{tenant}-{server}"), "suppress", server, t);
+        let mut m = alert(
+            t + Duration::minutes(5 + n),
+            &format!("{tenant}-{server}"),
+            "suppress",
+            server,
+            t,
+        );
         m["status"] = json!("suppressed");
         m["storm_id"] = json!("storm-1");
         (tenant.to_string(), m)
@@ -274,16 +335,28 @@ async fn storms_and_their_members() {
     assert!(text(&all, "cleared_at", 0).is_some());
     let acme = named(&engine, &tenant("acme"), "storms", &[]).await;
     assert_eq!(acme.num_rows(), 1);
-    assert_eq!(text(&acme, "provider", 0), None, "the storm itself is the operators'");
+    assert_eq!(
+        text(&acme, "provider", 0),
+        None,
+        "the storm itself is the operators'"
+    );
     assert_eq!(float(&acme, "members_seen", 0), 1.0);
-    assert_eq!(text(&acme, "member_servers", 0).as_deref(), Some("acme/weather"));
+    assert_eq!(
+        text(&acme, "member_servers", 0).as_deref(),
+        Some("acme/weather")
+    );
 }
 
 #[tokio::test]
 async fn notification_delivery_per_receiver() {
     let mut archive = Archive::new();
     let t = hour_ago(3, 0);
-    let n = |event: &str, receiver: &str, integration: &str, attempt: i32, status: &str, latency: Option<f64>| {
+    let n = |event: &str,
+             receiver: &str,
+             integration: &str,
+             attempt: i32,
+             status: &str,
+             latency: Option<f64>| {
         json!({"time": ts(t), "attempted_at": ts(t + Duration::seconds(attempt as i64)), "event_id": event,
             "incident_id": "i", "dedup_key": "d", "action": "trigger", "repeat": false, "server": "weather",
             "severity": "P1", "route_id": "r", "receiver": receiver, "integration": integration,
@@ -316,7 +389,13 @@ async fn notification_delivery_per_receiver() {
     assert_eq!(float(&b, "retries", 1), 3.0);
     close(float(&b, "success_pct", 1), 200.0 / 3.0, 1e-9);
     close(float(&b, "p95_latency_ms", 1), 100.0, 1e-6);
-    let only = named(&engine, &tenant("acme"), "notification_delivery", &[("receiver", "chat")]).await;
+    let only = named(
+        &engine,
+        &tenant("acme"),
+        "notification_delivery",
+        &[("receiver", "chat")],
+    )
+    .await;
     assert_eq!(only.num_rows(), 1);
 }
 
@@ -327,18 +406,42 @@ async fn bad_parameters_are_refused_by_name() {
     let run = |params: &[(&str, &str)]| {
         let request = Request::Named {
             name: "uptime_30d".into(),
-            params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         let engine = engine.clone();
-        async move { engine.stream(&Scope::All, &request, None).await.err().unwrap().to_string() }
+        async move {
+            engine
+                .stream(&Scope::All, &request, None)
+                .await
+                .err()
+                .unwrap()
+                .to_string()
+        }
     };
-    assert!(run(&[("nope", "1")]).await.contains("unknown parameter \"nope\""));
-    assert!(run(&[("window", "x")]).await.contains("parameter \"window\" (interval)"));
+    assert!(
+        run(&[("nope", "1")])
+            .await
+            .contains("unknown parameter \"nope\"")
+    );
+    assert!(
+        run(&[("window", "x")])
+            .await
+            .contains("parameter \"window\" (interval)")
+    );
     // A value is bound, never spliced into the SQL: quotes and comments are just text.
     let request = Request::Named {
         name: "uptime_30d".into(),
         params: [("server".to_string(), "x' OR '1'='1' --".to_string())].into(),
     };
-    let rows = engine.stream(&Scope::All, &request, None).await.unwrap().collect().await.unwrap();
+    let rows = engine
+        .stream(&Scope::All, &request, None)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(rows.num_rows(), 0);
 }

@@ -18,7 +18,7 @@ use super::lag::{LagMetrics, watch_lag};
 use super::notify::start_notify;
 use super::prober::{ProberOverrides, ProberPlan};
 use super::process::start_archivers;
-use super::serve::query_router;
+use super::serve::{bind_pg, query_router, serve_pg};
 use super::{
     BoundAddrs, RoleInfo, Supervisor, authenticator, bind, describe_bus, open_bus, processor_groups,
 };
@@ -37,6 +37,7 @@ pub async fn run(
     let grpc_listener = bind(config.listen.otlp_grpc, "listen.otlp_grpc").await?;
     let http_listener = bind(config.listen.otlp_http, "listen.otlp_http").await?;
     let api_listener = bind(config.listen.api, "listen.api").await?;
+    let pg_listener = bind_pg(&config).await?;
     let addrs = BoundAddrs {
         role: "run",
         otlp_grpc: Some(grpc_listener.local_addr()?),
@@ -87,5 +88,8 @@ pub async fn run(
     roles.serve_otlp_grpc(grpc_listener, edges.grpc_service(&auth));
     roles.serve_http("OTLP/HTTP server", http_listener, edges.otlp_router(&auth));
     roles.serve_http("API server", api_listener, api);
+    if let Some(listener) = pg_listener {
+        serve_pg(&mut roles, &config, &archive, &auth, listener)?;
+    }
     roles.run(addrs, Some(bus), details, shutdown).await
 }

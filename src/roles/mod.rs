@@ -260,6 +260,8 @@ pub struct Supervisor {
     stop_processors: watch::Sender<bool>,
     processors: JoinSet<anyhow::Result<()>>,
     background: Vec<JoinHandle<()>>,
+    /// Optional listeners beyond [`BoundAddrs`] (e.g. `pg`), reported the same way.
+    extra_listeners: Vec<(&'static str, SocketAddr)>,
 }
 
 impl Supervisor {
@@ -278,12 +280,19 @@ impl Supervisor {
             stop_processors: watch::channel(false).0,
             processors: JoinSet::new(),
             background: Vec::new(),
+            extra_listeners: Vec::new(),
         })
     }
 
     /// The readiness flag `/readyz` reports (set once every listener serves).
     pub fn ready_flag(&self) -> Arc<AtomicBool> {
         self.ready.clone()
+    }
+
+    /// Reports one more bound listener in `ready.json` and the running line (e.g. `pg`,
+    /// the PostgreSQL endpoint), beside those of [`BoundAddrs`].
+    pub fn announce_listener(&mut self, name: &'static str, addr: SocketAddr) {
+        self.extra_listeners.push((name, addr));
     }
 
     /// Runs a stream processor until the drain.
@@ -359,11 +368,17 @@ impl Supervisor {
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let role = self.role;
-        let written = serde_json::to_vec_pretty(&addrs)?;
+        let mut ready = serde_json::to_value(&addrs)?;
+        let mut listed = addrs.to_string();
+        for (name, addr) in &self.extra_listeners {
+            ready[*name] = serde_json::Value::String(addr.to_string());
+            listed = format!("{listed} {name}={addr}");
+        }
+        let written = serde_json::to_vec_pretty(&ready)?;
         std::fs::write(&self.ready_file, &written)
             .with_context(|| format!("writing {}", self.ready_file.display()))?;
         self.ready.store(true, Ordering::Relaxed);
-        info!(role, %addrs, "mcpulse {role} is running: {details}");
+        info!(role, addrs = %listed, "mcpulse {role} is running: {details}");
 
         let mut failures = Vec::new();
         tokio::select! {

@@ -30,19 +30,35 @@ pub fn engine(engine: QueryEngine) -> QueryEngine {
 
 /// Settings `SHOW` and `current_setting` answer (name, value, description).
 pub const SETTINGS: [(&str, &str, &str); 17] = [
-    ("server_version", SERVER_VERSION, "PostgreSQL version mcpulse speaks"),
+    (
+        "server_version",
+        SERVER_VERSION,
+        "PostgreSQL version mcpulse speaks",
+    ),
     ("server_version_num", "160006", "the same, as a number"),
     ("server_encoding", "UTF8", "server character set"),
     ("client_encoding", "UTF8", "client character set"),
-    ("search_path", "public", "where unqualified tables are found"),
+    (
+        "search_path",
+        "public",
+        "where unqualified tables are found",
+    ),
     ("TimeZone", "UTC", "timestamps are UTC"),
     ("DateStyle", "ISO, YMD", "date output style"),
     ("IntervalStyle", "postgres", "interval output style"),
-    ("standard_conforming_strings", "on", "backslashes are literal in '...'"),
+    (
+        "standard_conforming_strings",
+        "on",
+        "backslashes are literal in '...'",
+    ),
     ("integer_datetimes", "on", "timestamps are integers"),
     ("transaction_isolation", "read committed", "isolation level"),
     ("transaction_read_only", "on", "the archive is read-only"),
-    ("default_transaction_read_only", "on", "the archive is read-only"),
+    (
+        "default_transaction_read_only",
+        "on",
+        "the archive is read-only",
+    ),
     ("is_superuser", "off", "no one is"),
     ("max_identifier_length", "63", "longest identifier"),
     ("lc_collate", "C", "collation"),
@@ -199,7 +215,11 @@ pub fn classify(statement: &str) -> Classified {
         "SHOW" => {
             let rest = bare.trim().trim_end_matches(';')[4..].trim().to_string();
             let name = rest.trim_matches('"').to_string();
-            let normalized = name.to_ascii_lowercase().split_whitespace().collect::<Vec<_>>().join(" ");
+            let normalized = name
+                .to_ascii_lowercase()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             match normalized.as_str() {
                 "transaction isolation level" => Classified::Show("transaction_isolation".into()),
                 "time zone" => Classified::Show("TimeZone".into()),
@@ -221,7 +241,9 @@ pub fn show(name: &str) -> Option<(Vec<&'static str>, Vec<Vec<String>>)> {
                 .collect(),
         ));
     }
-    let (n, v, _) = SETTINGS.iter().find(|(n, _, _)| n.eq_ignore_ascii_case(name))?;
+    let (n, v, _) = SETTINGS
+        .iter()
+        .find(|(n, _, _)| n.eq_ignore_ascii_case(name))?;
     Some((vec![n], vec![vec![v.to_string()]]))
 }
 
@@ -299,7 +321,11 @@ fn enclosing_select(sql: &str, at: usize) -> Option<std::ops::Range<usize>> {
             b')' => depth += 1,
             b'(' if depth > 0 => depth -= 1,
             b'(' => {
-                if sql[start + 1..].trim_start().to_ascii_uppercase().starts_with("SELECT") {
+                if sql[start + 1..]
+                    .trim_start()
+                    .to_ascii_uppercase()
+                    .starts_with("SELECT")
+                {
                     break;
                 }
             }
@@ -371,11 +397,9 @@ fn string_fn(
         Volatility::Stable,
         Arc::new(move |args: &[ColumnarValue]| match &args[0] {
             ColumnarValue::Scalar(s) => match s {
-                ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v) => {
-                    Ok(ColumnarValue::Scalar(ScalarValue::Utf8(
-                        v.as_deref().map(&f).transpose()?,
-                    )))
-                }
+                ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v) => Ok(
+                    ColumnarValue::Scalar(ScalarValue::Utf8(v.as_deref().map(&f).transpose()?)),
+                ),
                 other => exec_err!("{name_owned}: expected text, got {other}"),
             },
             ColumnarValue::Array(a) => {
@@ -401,7 +425,9 @@ fn constant_fn(name: &str, value: String) -> datafusion::logical_expr::ScalarUDF
         DataType::Utf8,
         Volatility::Stable,
         Arc::new(move |_args: &[ColumnarValue]| {
-            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(value.clone()))))
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                value.clone(),
+            ))))
         }),
     )
 }
@@ -473,7 +499,10 @@ fn table(ctx: &SessionContext, name: &str, columns: Vec<(&str, ArrayRef)>) -> Re
             .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
             .collect::<Vec<_>>(),
     ));
-    let batch = RecordBatch::try_new(schema.clone(), columns.into_iter().map(|(_, a)| a).collect())?;
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )?;
     let table = MemTable::try_new(schema, vec![vec![batch]])?;
     ctx.register_table(format!("pg_catalog.{name}"), Arc::new(table))?;
     Ok(())
@@ -499,7 +528,10 @@ fn register_catalog(ctx: &SessionContext) -> Result<()> {
         "pg_namespace",
         vec![
             ("oid", ints(&[11, 2200, 13000])),
-            ("nspname", strings(&["pg_catalog", "public", "information_schema"])),
+            (
+                "nspname",
+                strings(&["pg_catalog", "public", "information_schema"]),
+            ),
         ],
     )?;
     let names: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
@@ -533,7 +565,10 @@ fn register_catalog(ctx: &SessionContext) -> Result<()> {
         "pg_type",
         vec![
             ("oid", ints(&types.iter().map(|t| t.0).collect::<Vec<_>>())),
-            ("typname", strings(&types.iter().map(|t| t.1).collect::<Vec<_>>())),
+            (
+                "typname",
+                strings(&types.iter().map(|t| t.1).collect::<Vec<_>>()),
+            ),
             ("typnamespace", ints(&vec![11; types.len()])),
         ],
     )?;
@@ -559,9 +594,18 @@ fn register_catalog(ctx: &SessionContext) -> Result<()> {
         ctx,
         "pg_settings",
         vec![
-            ("name", strings(&SETTINGS.iter().map(|s| s.0).collect::<Vec<_>>())),
-            ("setting", strings(&SETTINGS.iter().map(|s| s.1).collect::<Vec<_>>())),
-            ("short_desc", strings(&SETTINGS.iter().map(|s| s.2).collect::<Vec<_>>())),
+            (
+                "name",
+                strings(&SETTINGS.iter().map(|s| s.0).collect::<Vec<_>>()),
+            ),
+            (
+                "setting",
+                strings(&SETTINGS.iter().map(|s| s.1).collect::<Vec<_>>()),
+            ),
+            (
+                "short_desc",
+                strings(&SETTINGS.iter().map(|s| s.2).collect::<Vec<_>>()),
+            ),
         ],
     )?;
     Ok(())
@@ -583,12 +627,33 @@ mod tests {
 
     #[test]
     fn classifies_session_statements() {
-        assert_eq!(classify("begin"), Classified::Transaction { tag: "BEGIN", begins: true });
-        assert_eq!(classify("SET extra_float_digits = 3"), Classified::Command("SET"));
-        assert_eq!(classify("SHOW TRANSACTION ISOLATION LEVEL"), Classified::Show("transaction_isolation".into()));
-        assert_eq!(classify("show server_version;"), Classified::Show("server_version".into()));
-        assert_eq!(classify("/* x */ SELECT 1"), Classified::Sql("/* x */ SELECT 1".into()));
-        assert_eq!(show("SERVER_VERSION").unwrap().1, vec![vec![SERVER_VERSION.to_string()]]);
+        assert_eq!(
+            classify("begin"),
+            Classified::Transaction {
+                tag: "BEGIN",
+                begins: true
+            }
+        );
+        assert_eq!(
+            classify("SET extra_float_digits = 3"),
+            Classified::Command("SET")
+        );
+        assert_eq!(
+            classify("SHOW TRANSACTION ISOLATION LEVEL"),
+            Classified::Show("transaction_isolation".into())
+        );
+        assert_eq!(
+            classify("show server_version;"),
+            Classified::Show("server_version".into())
+        );
+        assert_eq!(
+            classify("/* x */ SELECT 1"),
+            Classified::Sql("/* x */ SELECT 1".into())
+        );
+        assert_eq!(
+            show("SERVER_VERSION").unwrap().1,
+            vec![vec![SERVER_VERSION.to_string()]]
+        );
         assert!(show("nope").is_none());
     }
 
@@ -603,10 +668,16 @@ mod tests {
             rewrite("SELECT extversion FROM pg_extension WHERE extname = 'x'"),
             "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'x'"
         );
-        assert_eq!(rewrite("SELECT * FROM pg_catalog.pg_class"), "SELECT * FROM pg_catalog.pg_class");
+        assert_eq!(
+            rewrite("SELECT * FROM pg_catalog.pg_class"),
+            "SELECT * FROM pg_catalog.pg_class"
+        );
         assert_eq!(rewrite("SELECT * FROM probes"), "SELECT * FROM probes");
         assert_eq!(quote_ident("probes"), "probes");
         assert_eq!(quote_ident("Mixed\"Case"), "\"Mixed\"\"Case\"");
-        assert_eq!(parse_ident("public.\"My.Table\""), vec!["public", "My.Table"]);
+        assert_eq!(
+            parse_ident("public.\"My.Table\""),
+            vec!["public", "My.Table"]
+        );
     }
 }

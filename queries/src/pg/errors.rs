@@ -24,15 +24,22 @@ fn sql_error_state(message: &str) -> &'static str {
         "42601" // syntax_error
     } else if lower.contains("table") && lower.contains("not found") {
         "42P01" // undefined_table
-    } else if lower.contains("no field named") || lower.contains("column") && lower.contains("not found") {
+    } else if lower.contains("no field named")
+        || lower.contains("column") && lower.contains("not found")
+    {
         "42703" // undefined_column
-    } else if lower.contains("invalid function") || lower.contains("function") && lower.contains("not found") {
+    } else if lower.contains("invalid function")
+        || lower.contains("function") && lower.contains("not found")
+    {
         "42883" // undefined_function
     } else if lower.contains("divide by zero") || lower.contains("division by zero") {
         "22012" // division_by_zero
     } else if lower.contains("unrecognized configuration parameter") {
         "42704" // undefined_object
-    } else if lower.contains("cast") || lower.contains("cannot parse") || lower.contains("invalid") && lower.contains("value") {
+    } else if lower.contains("cast")
+        || lower.contains("cannot parse")
+        || lower.contains("invalid") && lower.contains("value")
+    {
         "22P02" // invalid_text_representation
     } else if lower.starts_with("error during planning") || lower.starts_with("schema error") {
         "42000" // syntax_error_or_access_rule_violation
@@ -66,11 +73,26 @@ mod tests {
     #[test]
     fn errors_map_to_sqlstates() {
         let sql = |m: &str| sqlstate(&QueryError::Sql(m.into()));
-        assert_eq!(sql("SQL error: ParserError(\"Expected: end of statement\")"), "42601");
-        assert_eq!(sql("Error during planning: table 'datafusion.public.nope' not found"), "42P01");
-        assert_eq!(sql("Schema error: No field named nope. Valid fields are probes.time"), "42703");
-        assert_eq!(sql("Error during planning: Invalid function 'nope'"), "42883");
-        assert_eq!(sqlstate(&QueryError::NotAllowed("DDL not supported".into())), "25006");
+        assert_eq!(
+            sql("SQL error: ParserError(\"Expected: end of statement\")"),
+            "42601"
+        );
+        assert_eq!(
+            sql("Error during planning: table 'datafusion.public.nope' not found"),
+            "42P01"
+        );
+        assert_eq!(
+            sql("Schema error: No field named nope. Valid fields are probes.time"),
+            "42703"
+        );
+        assert_eq!(
+            sql("Error during planning: Invalid function 'nope'"),
+            "42883"
+        );
+        assert_eq!(
+            sqlstate(&QueryError::NotAllowed("DDL not supported".into())),
+            "25006"
+        );
         assert_eq!(
             sqlstate(&QueryError::Timeout(std::time::Duration::from_secs(1))),
             "57014"

@@ -136,10 +136,9 @@ impl SimpleQueryHandler for PgQueryHandler {
         let mut responses = Vec::with_capacity(statements.len());
         for statement in statements {
             let result = match compat::classify(&statement) {
-                Classified::Sql(sql) => self
-                    .run(&scope, sql, None, None)
-                    .await
-                    .map(Response::Query),
+                Classified::Sql(sql) => {
+                    self.run(&scope, sql, None, None).await.map(Response::Query)
+                }
                 other => session_response(&other),
             };
             match result {
@@ -256,12 +255,21 @@ fn parameter(portal: &Portal<PgStatement>, idx: usize, ty: &Type) -> PgWireResul
     Ok(match types::arrow_type(ty) {
         DataType::Boolean => ScalarValue::Boolean(portal.parameter::<bool>(idx, ty).map_err(bad)?),
         DataType::Int64 => ScalarValue::Int64(match *ty {
-            Type::INT2 => portal.parameter::<i16>(idx, ty).map_err(bad)?.map(i64::from),
-            Type::INT4 => portal.parameter::<i32>(idx, ty).map_err(bad)?.map(i64::from),
+            Type::INT2 => portal
+                .parameter::<i16>(idx, ty)
+                .map_err(bad)?
+                .map(i64::from),
+            Type::INT4 => portal
+                .parameter::<i32>(idx, ty)
+                .map_err(bad)?
+                .map(i64::from),
             _ => portal.parameter::<i64>(idx, ty).map_err(bad)?,
         }),
         DataType::Float64 => ScalarValue::Float64(match *ty {
-            Type::FLOAT4 => portal.parameter::<f32>(idx, ty).map_err(bad)?.map(f64::from),
+            Type::FLOAT4 => portal
+                .parameter::<f32>(idx, ty)
+                .map_err(bad)?
+                .map(f64::from),
             _ => portal.parameter::<f64>(idx, ty).map_err(bad)?,
         }),
         DataType::Timestamp(_, Some(_)) => ScalarValue::TimestampNanosecond(
@@ -282,7 +290,10 @@ fn parameter(portal: &Portal<PgStatement>, idx: usize, ty: &Type) -> PgWireResul
             portal
                 .parameter::<chrono::NaiveDate>(idx, ty)
                 .map_err(bad)?
-                .map(|d| (d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32),
+                .map(|d| {
+                    (d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days()
+                        as i32
+                }),
         ),
         _ => ScalarValue::Utf8(portal.parameter::<String>(idx, &Type::TEXT).map_err(bad)?),
     })
@@ -326,9 +337,14 @@ impl ExtendedQueryHandler for PgQueryHandler {
                     values.push(parameter(portal, idx, &ty)?);
                 }
                 let values = (!values.is_empty()).then(|| ParamValues::from(values));
-                self.run(&scope, sql.clone(), values, Some(&portal.result_column_format))
-                    .await
-                    .map(Response::Query)
+                self.run(
+                    &scope,
+                    sql.clone(),
+                    values,
+                    Some(&portal.result_column_format),
+                )
+                .await
+                .map(Response::Query)
             }
         }
     }

@@ -142,7 +142,11 @@ fn text(array: &ArrayRef) -> PgWireResult<Vec<Option<String>>> {
     match array.data_type() {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(..) => {
             let utf8 = cast(array, &DataType::Utf8).map_err(arrow_err)?;
-            Ok(utf8.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect())
+            Ok(utf8
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(str::to_string))
+                .collect())
         }
         DataType::List(_)
         | DataType::LargeList(_)
@@ -237,7 +241,9 @@ pub fn encode(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult
                 }
                 Column::TimestampTz(a) => {
                     let a = a.as_primitive::<TimestampMicrosecondType>();
-                    let v = (!a.is_null(row)).then(|| a.value(row)).and_then(micros_to_utc);
+                    let v = (!a.is_null(row))
+                        .then(|| a.value(row))
+                        .and_then(micros_to_utc);
                     encoder.encode_field(&v)?
                 }
                 Column::Timestamp(a) => {
@@ -250,25 +256,22 @@ pub fn encode(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult
                 }
                 Column::Date(a) => {
                     let a = a.as_primitive::<Date32Type>();
-                    let v: Option<NaiveDate> = (!a.is_null(row))
-                        .then(|| a.value(row))
-                        .and_then(|d| {
+                    let v: Option<NaiveDate> =
+                        (!a.is_null(row)).then(|| a.value(row)).and_then(|d| {
                             NaiveDate::from_ymd_opt(1970, 1, 1)?
                                 .checked_add_signed(chrono::Duration::days(d as i64))
                         });
                     encoder.encode_field(&v)?
                 }
                 Column::Time(a) => {
-                    let a =
-                        a.as_primitive::<datafusion::arrow::datatypes::Time64MicrosecondType>();
-                    let v: Option<NaiveTime> = (!a.is_null(row)).then(|| a.value(row)).and_then(
-                        |us| {
+                    let a = a.as_primitive::<datafusion::arrow::datatypes::Time64MicrosecondType>();
+                    let v: Option<NaiveTime> =
+                        (!a.is_null(row)).then(|| a.value(row)).and_then(|us| {
                             NaiveTime::from_num_seconds_from_midnight_opt(
                                 (us / 1_000_000) as u32,
                                 ((us % 1_000_000) * 1000) as u32,
                             )
-                        },
-                    );
+                        });
                     encoder.encode_field(&v)?
                 }
                 Column::Text(values) => encoder.encode_field(&values[row].as_deref())?,
