@@ -1,4 +1,5 @@
-//! `mcpulse ingest`: the edges. OTLP/gRPC, OTLP/HTTP, the probe API and (with
+//! `mcpulse ingest`: the edges. OTLP/gRPC, OTLP/HTTP, the probe API, the Alertmanager
+//! alerts API and (with
 //! `prober.targets`) the built-in prober append to the log;
 //! the span archiver's lag turns into backpressure (429 / `RESOURCE_EXHAUSTED`).
 
@@ -6,7 +7,7 @@ use std::sync::Arc;
 
 use mcpulse_bus::DynBus;
 use mcpulse_ingest::stats::IngestStats;
-use mcpulse_ingest::{Authenticator, Backpressure, Edge, ProbeIngest, TraceIngest};
+use mcpulse_ingest::{AlertIngest, Authenticator, Backpressure, Edge, ProbeIngest, TraceIngest};
 use mcpulse_schemas::metrics::MetricsSource;
 
 use super::lag::{LagMetrics, watch_lag};
@@ -22,6 +23,8 @@ use crate::api::{Health, health_router};
 pub struct Edges {
     pub traces: TraceIngest,
     pub probes: ProbeIngest,
+    /// `POST /api/v2/alerts` (Alertmanager API v2) into `findings.v1`.
+    pub alerts: AlertIngest,
     pub stats: Arc<IngestStats>,
     pub pressure: Backpressure,
 }
@@ -42,15 +45,22 @@ impl Edges {
         );
         Self {
             traces: TraceIngest::new(edge.clone(), &config.topics),
-            probes: ProbeIngest::new(edge, &config.topics),
+            probes: ProbeIngest::new(edge.clone(), &config.topics),
+            alerts: AlertIngest::new(edge, &config.topics),
             stats,
             pressure,
         }
     }
 
-    /// `POST /v1/probes`, for the API port.
+    /// `POST /v1/probes` and `POST /api/v2/alerts`, for the API port.
     pub fn probe_router(&self, config: &Config, auth: &Arc<Authenticator>) -> axum::Router {
-        mcpulse_ingest::http::probe_router(self.probes.clone(), auth.clone(), &config.ingest)
+        mcpulse_ingest::http::probe_router(self.probes.clone(), auth.clone(), &config.ingest).merge(
+            mcpulse_ingest::http::alertmanager_router(
+                self.alerts.clone(),
+                auth.clone(),
+                &config.ingest,
+            ),
+        )
     }
 
     /// `POST /v1/traces`, for the OTLP/HTTP port.

@@ -7,8 +7,10 @@ use mcpulse_schemas::AlertEvent;
 
 /// A matchable field of an alert event.
 ///
-/// A field the event does not have (no `server` on a storm, no regions, any label — events
-/// carry no labels yet) reads as the empty string, as a missing label does in Alertmanager.
+/// A field the event does not have (no `server` on a storm, no regions, a label it does
+/// not carry) reads as the empty string, as a missing label does in Alertmanager. Labels
+/// are those of alerts received on the Alertmanager API (`evidence.labels` of `external`
+/// incidents); other events carry none.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Field {
     Tenant,
@@ -26,7 +28,8 @@ pub enum Field {
     /// Multi-valued: a positive matcher holds when any of the event's regions matches, a
     /// negative one when none does.
     Region,
-    /// `labels.<name>`: forward compatible; always empty today.
+    /// `labels.<name>`: a label of an alert received on the Alertmanager API (the
+    /// event's `evidence.labels`); empty when the event has no such label.
     Label(String),
 }
 
@@ -63,7 +66,14 @@ impl Field {
             Field::Status => pred(event.status.as_str()),
             Field::Region if event.regions.is_empty() => pred(""),
             Field::Region => event.regions.iter().any(|r| pred(r)),
-            Field::Label(_) => pred(""),
+            Field::Label(name) => pred(
+                event
+                    .evidence
+                    .get("labels")
+                    .and_then(|labels| labels.get(name))
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or(""),
+            ),
         }
     }
 
@@ -216,6 +226,10 @@ mod tests {
         assert_eq!(Field::Region.value(&e), "eu-west,us-east");
         assert!(Field::Region.any_value(&e, |r| r == "us-east"));
         assert_eq!(Field::Label("team".into()).value(&e), "");
+        e.evidence = serde_json::json!({"labels": {"team": "db", "n": 1}});
+        assert_eq!(Field::Label("team".into()).value(&e), "db");
+        assert_eq!(Field::Label("n".into()).value(&e), "", "only string values");
+        assert_eq!(Field::Label("other".into()).value(&e), "");
         e.server = None;
         e.regions.clear();
         assert_eq!(Field::Server.value(&e), "");

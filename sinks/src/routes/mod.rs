@@ -40,8 +40,8 @@
 //! ```
 //!
 //! Matchable fields: tenant, server, severity, class, scope, action, status, region (any
-//! of the event's regions) and `labels.<name>` (events carry no labels yet: they read as
-//! empty). Tenant isolation cannot be configured away: a route inside `tenant: X` only
+//! of the event's regions) and `labels.<name>` (the labels of alerts received on the
+//! Alertmanager API; empty on other events). Tenant isolation cannot be configured away: a route inside `tenant: X` only
 //! ever sees X's events and a `tenant` matcher that could only hold for another tenant is
 //! an error; tenant sections do not nest; storms reach `operator_routes` only, which holds
 //! no tenant section; a receiver with `tenant: X` can only be used inside X's section.
