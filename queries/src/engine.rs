@@ -85,13 +85,16 @@ impl QueryResult {
     }
 }
 
+/// The batches of a running query, as a stream.
+pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, QueryError>> + Send>>;
+
 /// A running query: its schema, and its batches as they come, cut at the row limit and
 /// failing with [`QueryError::Timeout`] past the deadline.
 pub struct RowStream {
     pub schema: SchemaRef,
     /// The row limit in force.
     pub max_rows: usize,
-    batches: Pin<Box<dyn Stream<Item = Result<RecordBatch, QueryError>> + Send>>,
+    batches: BatchStream,
     truncated: Arc<AtomicBool>,
 }
 
@@ -120,13 +123,7 @@ impl RowStream {
     }
 
     /// The stream of batches alone (for bodies that own it).
-    pub fn into_stream(
-        self,
-    ) -> (
-        SchemaRef,
-        Arc<AtomicBool>,
-        Pin<Box<dyn Stream<Item = Result<RecordBatch, QueryError>> + Send>>,
-    ) {
+    pub fn into_stream(self) -> (SchemaRef, Arc<AtomicBool>, BatchStream) {
         (self.schema, self.truncated, self.batches)
     }
 }

@@ -320,14 +320,12 @@ fn enclosing_select(sql: &str, at: usize) -> Option<std::ops::Range<usize>> {
         match bytes[start] {
             b')' => depth += 1,
             b'(' if depth > 0 => depth -= 1,
-            b'(' => {
-                if sql[start + 1..]
-                    .trim_start()
-                    .to_ascii_uppercase()
-                    .starts_with("SELECT")
-                {
-                    break;
-                }
+            b'(' if sql[start + 1..]
+                .trim_start()
+                .to_ascii_uppercase()
+                .starts_with("SELECT") =>
+            {
+                break;
             }
             _ => {}
         }
