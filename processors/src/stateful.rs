@@ -12,7 +12,9 @@
 //!    (tenant, date, hour) named `{topic}-{partition}-{seq}.parquet` and the findings
 //!    are appended to `findings.v1` (ids derived from their content).
 //! 3. The new state is checkpointed with the next offset and `seq + 1`, and only then is
-//!    that offset reported for commit.
+//!    that offset reported for commit. Logic whose snapshot leaves out its open windows
+//!    ([`PartitionLogic::replay_from`]) is checkpointed with the offset of the first
+//!    record of those windows instead: a restart replays them from the log.
 //!
 //! After a crash the partition restarts from its checkpoint: records below the
 //! checkpoint's offset are skipped (they are in the state — a committed offset may lag
@@ -79,6 +81,15 @@ pub trait PartitionLogic: Send + Sync + 'static {
 
     /// The state to checkpoint.
     fn snapshot(&self) -> Self::State;
+
+    /// The first offset whose record the snapshot does not cover, when that is before
+    /// the next record: logic that leaves open windows out of its snapshot (and rebuilds
+    /// them by replaying their records from the log after a restart) returns the offset
+    /// of the first record in them. The checkpoint, and so the committed offset, stops
+    /// there. `None` (the default): the snapshot covers every record processed.
+    fn replay_from(&self) -> Option<Offset> {
+        None
+    }
 
     /// Takes one record of `tenant`. An error means the record cannot be used (it is
     /// counted and skipped: the archivers own dead-lettering).
@@ -442,7 +453,10 @@ impl<L: PartitionLogic> StatefulOperator<L> {
         }
         let part = self.partitions.get_mut(tp).expect("loaded");
         let wrote = part.unwritten.is_some();
-        let next_offset = part.next_offset;
+        let next_offset = match part.logic.replay_from() {
+            Some(first) => first.min(part.next_offset),
+            None => part.next_offset,
+        };
         let new_seq = if wrote { part.seq + 1 } else { part.seq };
         if wrote || part.checkpointed != next_offset {
             let checkpoint = Checkpoint {

@@ -14,6 +14,15 @@
 //! is late: it is counted ([`VerdictAggregator::late`]) and dropped. Memory is one small
 //! entry per region of each open bucket; closed buckets are forgotten.
 //!
+//! # Checkpoints replay open minutes
+//!
+//! Open buckets are not checkpointed: the aggregator remembers the log offset of the
+//! first probe of each open minute ([`VerdictAggregator::replay_from`]), the checkpoint
+//! covers only what is before it, and a restart replays the open minutes from the log.
+//! Probes of minutes closed by then are late again and dropped, so the rebuilt buckets
+//! are exactly the ones the crashed process had. Buckets of probes observed without an
+//! offset, or restored from a checkpoint that carried them, are checkpointed whole.
+//!
 //! # Rules
 //!
 //! Per region, the kept result is:
@@ -114,6 +123,9 @@ struct Bucket {
     provider: String,
     /// One result per region, sorted by region.
     regions: Vec<(String, RegionResult)>,
+    /// Every probe of it came with a log offset (so a restart can replay it, and the
+    /// checkpoint leaves it out); false for buckets restored from a checkpoint.
+    replayable: bool,
 }
 
 impl Bucket {
@@ -131,6 +143,35 @@ impl Bucket {
                 }
             }
             Err(i) => self.regions.insert(i, (region.to_owned(), result)),
+        }
+    }
+
+    /// Every region succeeded (or failed without an outage): a healthy verdict.
+    fn is_quiet(&self) -> bool {
+        self.regions
+            .iter()
+            .all(|(_, r)| matches!(r.outcome(), Outcome::Ok | Outcome::NotAnOutage(_)))
+    }
+}
+
+/// The fields of a probe result a verdict needs (borrowed: the stage decodes only these).
+#[derive(Clone, Copy, Debug)]
+pub struct Observation<'a> {
+    pub server: &'a str,
+    pub region: &'a str,
+    pub started_at: DateTime<Utc>,
+    pub ok: bool,
+    pub failure_reason: Option<FailureReason>,
+}
+
+impl<'a> From<&'a ProbeResult> for Observation<'a> {
+    fn from(p: &'a ProbeResult) -> Self {
+        Self {
+            server: &p.server,
+            region: &p.region,
+            started_at: p.started_at,
+            ok: p.ok,
+            failure_reason: p.failure_reason,
         }
     }
 }
@@ -179,6 +220,9 @@ pub struct VerdictAggregator {
     /// verdicts and checkpoints are sorted when they are produced).
     tenants: HashMap<String, HashMap<String, Minutes>>,
     open: usize,
+    /// Per open minute, the log offset of its first probe (see "Checkpoints replay open
+    /// minutes").
+    first_offsets: BTreeMap<DateTime<Utc>, u64>,
     closed_before: Option<DateTime<Utc>>,
     late: u64,
 }
@@ -193,18 +237,45 @@ impl VerdictAggregator {
     /// from the first probe of the bucket (a later known provider replaces `unknown`).
     /// A probe of an already closed minute is counted as late and dropped.
     pub fn observe(&mut self, tenant: &str, probe: &ProbeResult, provider: &str) {
+        self.observe_at(tenant, probe.into(), provider, None);
+    }
+
+    /// [`observe`](Self::observe) of the probe at log `offset` (remembered as the first
+    /// offset of its minute, for [`replay_from`](Self::replay_from)).
+    pub fn observe_at(
+        &mut self,
+        tenant: &str,
+        probe: Observation<'_>,
+        provider: &str,
+        offset: Option<u64>,
+    ) {
         let minute = minute_start(probe.started_at);
         if self.closed_before.is_some_and(|closed| minute < closed) {
             self.late += 1;
             return;
+        }
+        if let Some(offset) = offset {
+            let first = self.first_offsets.entry(minute).or_insert(offset);
+            *first = (*first).min(offset);
         }
         let result = RegionResult {
             ok: probe.ok,
             reason: probe.failure_reason,
             started_at: probe.started_at,
         };
-        let bucket = self.bucket(tenant, &probe.server, minute);
-        bucket.observe(&probe.region, result, provider);
+        let bucket = self.bucket(tenant, probe.server, minute);
+        if bucket.regions.is_empty() {
+            bucket.replayable = offset.is_some();
+        } else if offset.is_none() {
+            bucket.replayable = false;
+        }
+        bucket.observe(probe.region, result, provider);
+    }
+
+    /// The offset from which the log must be replayed to rebuild the open buckets the
+    /// checkpoint ([`state`](Self::state)) leaves out; `None` when none is open.
+    pub fn replay_from(&self) -> Option<u64> {
+        self.first_offsets.values().min().copied()
     }
 
     /// The bucket of (tenant, server, minute), created if needed.
@@ -230,10 +301,24 @@ impl VerdictAggregator {
     /// watermark's minute) into a verdict, sorted by (tenant, server, minute); later probes
     /// of those minutes are late.
     pub fn close(&mut self, closed_before: DateTime<Utc>) -> Vec<Verdict> {
+        self.close_where(closed_before, |_, _| true).1
+    }
+
+    /// [`close`](Self::close), deciding in full only the verdicts that matter: failing or
+    /// degraded ones, and healthy ones of a (tenant, server) for which `wanted` is true
+    /// (most servers are healthy and followed by nobody: they cost a count). Returns the
+    /// number of verdicts decided (all of them) and the ones built.
+    pub fn close_where(
+        &mut self,
+        closed_before: DateTime<Utc>,
+        mut wanted: impl FnMut(&str, &str) -> bool,
+    ) -> (usize, Vec<Verdict>) {
         self.closed_before = Some(match self.closed_before {
             Some(previous) => previous.max(closed_before),
             None => closed_before,
         });
+        self.first_offsets = self.first_offsets.split_off(&closed_before);
+        let mut decided = 0;
         let mut verdicts = Vec::new();
         for (tenant, servers) in &mut self.tenants {
             for (server, minutes) in servers.iter_mut() {
@@ -243,7 +328,10 @@ impl VerdictAggregator {
                     }
                     let (minute, bucket) = entry.remove_entry();
                     self.open -= 1;
-                    verdicts.push(decide(tenant, server, minute, &bucket));
+                    decided += 1;
+                    if !bucket.is_quiet() || wanted(tenant, server) {
+                        verdicts.push(decide(tenant, server, minute, &bucket));
+                    }
                 }
             }
             servers.retain(|_, minutes| !minutes.is_empty());
@@ -252,7 +340,7 @@ impl VerdictAggregator {
         verdicts.sort_by(|a, b| {
             (&a.tenant, &a.server, a.minute).cmp(&(&b.tenant, &b.server, b.minute))
         });
-        verdicts
+        (decided, verdicts)
     }
 
     /// Probes dropped because their minute was already closed.
@@ -270,12 +358,17 @@ impl VerdictAggregator {
         self.closed_before
     }
 
-    /// The state to checkpoint.
+    /// The state to checkpoint: everything but the open buckets whose probes can be
+    /// replayed from [`replay_from`](Self::replay_from) (see "Checkpoints replay open
+    /// minutes").
     pub fn state(&self) -> VerdictState {
-        let mut buckets = Vec::with_capacity(self.open);
+        let mut buckets = Vec::new();
         for (tenant, servers) in &self.tenants {
             for (server, minutes) in servers {
                 for (minute, bucket) in minutes {
+                    if bucket.replayable {
+                        continue;
+                    }
                     buckets.push(BucketState {
                         tenant: tenant.clone(),
                         server: server.clone(),
@@ -326,6 +419,7 @@ impl VerdictAggregator {
             if bucket.provider.is_empty() {
                 bucket.provider = b.provider;
             }
+            bucket.replayable = false;
         }
         aggregator
     }
@@ -996,6 +1090,57 @@ mod tests {
         );
         let empty: VerdictState = serde_json::from_str("{}").unwrap();
         assert_eq!(empty, VerdictState::default());
+    }
+
+    #[test]
+    fn open_minutes_are_replayed_from_their_first_offset_not_checkpointed() {
+        let mut agg = VerdictAggregator::new();
+        let at_offset = |agg: &mut VerdictAggregator, p: &ProbeResult, offset: u64| {
+            agg.observe_at("acme", p.into(), "render", Some(offset));
+        };
+        at_offset(&mut agg, &ok("w", "us-east", at(0, 10)), 5);
+        at_offset(&mut agg, &fail("w", "eu-west", at(0, 20), R::TcpRefused), 3);
+        at_offset(&mut agg, &fail("w", "us-east", at(1, 10), R::TcpRefused), 9);
+        assert_eq!(agg.replay_from(), Some(3));
+        assert!(agg.state().buckets.is_empty(), "open minutes are replayed");
+        assert_eq!(agg.close(at(1, 0)).len(), 1);
+        assert_eq!(agg.replay_from(), Some(9));
+
+        // A restart from the checkpoint replays offsets 9.. and decides the same.
+        let mut restored = VerdictAggregator::restore(agg.state());
+        at_offset(
+            &mut restored,
+            &fail("w", "us-east", at(1, 10), R::TcpRefused),
+            9,
+        );
+        assert_eq!(restored.close(at(2, 0)), agg.close(at(2, 0)));
+        assert_eq!(restored.replay_from(), None);
+        assert_eq!(agg.replay_from(), None);
+
+        // Probes observed without an offset cannot be replayed: they are checkpointed.
+        agg.observe("acme", &ok("w", "us-east", at(2, 10)), "render");
+        assert_eq!(agg.state().buckets.len(), 1);
+    }
+
+    #[test]
+    fn close_where_builds_quiet_verdicts_only_when_wanted() {
+        let mut agg = VerdictAggregator::new();
+        agg.observe("acme", &ok("quiet", "us-east", at(0, 10)), "render");
+        agg.observe("acme", &ok("followed", "us-east", at(0, 10)), "render");
+        agg.observe(
+            "acme",
+            &warn("slow", "us-east", at(0, 10), R::LatencyDegraded),
+            "render",
+        );
+        agg.observe(
+            "acme",
+            &fail("down", "us-east", at(0, 10), R::TcpRefused),
+            "render",
+        );
+        let (decided, verdicts) = agg.close_where(at(1, 0), |_, server| server == "followed");
+        assert_eq!(decided, 4);
+        let servers: Vec<&str> = verdicts.iter().map(|v| v.server.as_str()).collect();
+        assert_eq!(servers, ["down", "followed", "slow"]);
     }
 
     #[test]

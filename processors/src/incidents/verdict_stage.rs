@@ -8,6 +8,7 @@
 //! failing with another class): the incident of that class needs them to resolve.
 //! Healthy servers without recent failures send nothing.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -15,16 +16,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use mcpulse_bus::{Header, Message, Record, TopicPartition};
+use mcpulse_bus::{Header, Message, Offset, Record, TopicPartition};
 use mcpulse_schemas::metrics::{MetricsSource, PromWriter};
-use mcpulse_schemas::probe::ProbeResult;
+use mcpulse_schemas::probe::FailureReason;
 use mcpulse_schemas::topics::HEADER_TENANT;
 use serde::{Deserialize, Serialize};
 
 use super::fleet::FleetView;
 use super::provider::ProviderTable;
 use super::types::{FailureClass, Verdict};
-use super::verdict::{VerdictAggregator, VerdictState};
+use super::verdict::{Observation, VerdictAggregator, VerdictState};
 use crate::operator::OperatorError;
 use crate::stateful::{Closed, OutTopic, PartitionLogic};
 
@@ -37,6 +38,27 @@ pub const KIND_VERDICT: &str = "verdict";
 const MINUTE_NS: i64 = 60_000_000_000;
 /// Endpoint URLs whose provider is remembered (the cache starts over when full).
 const MAX_CACHED_PROVIDERS: usize = 200_000;
+/// How far ahead of the wall clock a probe's `started_at` may be. A later one is refused:
+/// its minute would stay open (holding the checkpoint, and so the committed offset,
+/// back) until the clock got there.
+const MAX_CLOCK_SKEW_NS: i64 = 10 * MINUTE_NS;
+
+/// The fields of a `ProbeResult` (schemas `probe.rs`, validated at ingest) the verdict
+/// needs, borrowed from the record: decoding only these skips the tool list, timings
+/// and details every probe carries.
+#[derive(Deserialize)]
+struct ProbeFields<'a> {
+    #[serde(borrow)]
+    server: Cow<'a, str>,
+    #[serde(default, borrow)]
+    url: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    region: Cow<'a, str>,
+    started_at: DateTime<Utc>,
+    ok: bool,
+    #[serde(default)]
+    failure_reason: Option<FailureReason>,
+}
 
 /// A verdict routed to the incident of `class`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -138,7 +160,9 @@ pub struct VerdictContext {
     pub metrics: Arc<VerdictMetrics>,
 }
 
-/// The checkpointed state of a partition.
+/// The checkpointed state of a partition. Open minutes are not in it: the checkpoint's
+/// offset is the first probe of the oldest open minute, and a restart replays them
+/// ([`VerdictAggregator::replay_from`]).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct VerdictStageState {
     pub aggregator: VerdictState,
@@ -149,14 +173,20 @@ pub struct VerdictStageState {
     /// a restarted process counts the same active tenants before new probes arrive).
     #[serde(default)]
     pub tenants: BTreeMap<String, i64>,
+    /// The offset after the last probe taken in when the state was saved: probes before
+    /// it that a restart replays into closed minutes were counted (late or decided) then.
+    #[serde(default)]
+    pub processed_until: Offset,
 }
 
 /// The verdict stage of one partition.
 pub struct VerdictLogic {
     aggregator: VerdictAggregator,
     max_event_ns: i64,
-    recent: BTreeMap<String, BTreeMap<FailureClass, DateTime<Utc>>>,
+    /// tenant → server → classes that failed recently and the minute they last did.
+    recent: HashMap<String, HashMap<String, BTreeMap<FailureClass, DateTime<Utc>>>>,
     tenants: BTreeMap<String, i64>,
+    processed_until: Offset,
     /// Provider of each endpoint URL seen (probes repeat their URLs every round).
     providers: HashMap<String, String>,
     last_record: Instant,
@@ -179,29 +209,40 @@ impl PartitionLogic for VerdictLogic {
         _tp: &TopicPartition,
         state: Option<VerdictStageState>,
     ) -> Self {
-        let (aggregator, max_event_ns, recent, tenants) = match state {
+        let (aggregator, max_event_ns, recent, tenants, processed_until) = match state {
             Some(s) => (
                 VerdictAggregator::restore(s.aggregator),
                 s.max_event_ns,
                 s.recent,
                 s.tenants,
+                s.processed_until,
             ),
             None => (
                 VerdictAggregator::new(),
                 i64::MIN,
                 BTreeMap::new(),
                 BTreeMap::new(),
+                0,
             ),
         };
         for (tenant, minute) in &tenants {
             context.fleet.touch(tenant, *minute);
         }
         let reported_late = aggregator.late();
+        let mut by_tenant: HashMap<String, HashMap<String, _>> = HashMap::new();
+        for (key, classes) in recent {
+            let (tenant, server) = key.split_once('/').unwrap_or((key.as_str(), ""));
+            by_tenant
+                .entry(tenant.to_string())
+                .or_default()
+                .insert(server.to_string(), classes);
+        }
         Self {
             aggregator,
             max_event_ns,
-            recent,
+            recent: by_tenant,
             tenants,
+            processed_until,
             providers: HashMap::new(),
             last_record: Instant::now(),
             settings: context.settings.clone(),
@@ -215,26 +256,65 @@ impl PartitionLogic for VerdictLogic {
         VerdictStageState {
             aggregator: self.aggregator.state(),
             max_event_ns: self.max_event_ns,
-            recent: self.recent.clone(),
+            recent: self
+                .recent
+                .iter()
+                .flat_map(|(tenant, servers)| {
+                    servers.iter().map(move |(server, classes)| {
+                        (format!("{tenant}/{server}"), classes.clone())
+                    })
+                })
+                .collect(),
             tenants: self.tenants.clone(),
+            processed_until: self.processed_until,
         }
+    }
+
+    fn replay_from(&self) -> Option<Offset> {
+        self.aggregator.replay_from()
     }
 
     fn process(&mut self, tenant: &str, record: &Record) -> Result<(), String> {
         self.last_record = Instant::now();
-        let probe: ProbeResult =
+        let probe: ProbeFields<'_> =
             serde_json::from_slice(&record.value).map_err(|e| format!("probe result: {e}"))?;
         let event = probe.started_at.timestamp_nanos_opt().unwrap_or(i64::MIN);
+        let now = now_ns();
+        if event > now.saturating_add(MAX_CLOCK_SKEW_NS) {
+            return Err(format!(
+                "probe result: started_at {} is more than 10 minutes ahead of the clock",
+                probe.started_at
+            ));
+        }
+        let replayed = record.offset < self.processed_until;
+        self.processed_until = self.processed_until.max(record.offset + 1);
+        if replayed
+            && self
+                .aggregator
+                .closed_before()
+                .is_some_and(|closed| probe.started_at < closed)
+        {
+            // Replayed after a restart into a minute closed before it: done with then.
+            return Ok(());
+        }
         self.max_event_ns = self
             .max_event_ns
-            .max(event.min(now_ns().saturating_add(MINUTE_NS)));
+            .max(event.min(now.saturating_add(MINUTE_NS)));
         let minute = event.div_euclid(MINUTE_NS);
-        self.fleet.touch(tenant, minute);
-        match self.tenants.get_mut(tenant) {
-            Some(m) => *m = (*m).max(minute),
+        // The shared view needs a touch only when this tenant's latest minute moves.
+        let moved = match self.tenants.get_mut(tenant) {
+            Some(m) if *m >= minute => false,
+            Some(m) => {
+                *m = minute;
+                true
+            }
             None => {
                 self.tenants.insert(tenant.to_string(), minute);
+                true
             }
+        };
+        if moved {
+            self.fleet.touch(tenant, minute);
         }
         let url = probe.url.as_deref().unwrap_or("");
         if !self.providers.contains_key(url) {
@@ -244,9 +324,22 @@ impl PartitionLogic for VerdictLogic {
             let provider = self.settings.providers.provider_of_url(url);
             self.providers.insert(url.to_string(), provider);
         }
-        self.aggregator
-            .observe(tenant, &probe, &self.providers[url]);
-        self.metrics.probes.fetch_add(1, Relaxed);
+        let observation = Observation {
+            server: &probe.server,
+            region: &probe.region,
+            started_at: probe.started_at,
+            ok: probe.ok,
+            failure_reason: probe.failure_reason,
+        };
+        self.aggregator.observe_at(
+            tenant,
+            observation,
+            &self.providers[url],
+            Some(record.offset),
+        );
+        if !replayed {
+            self.metrics.probes.fetch_add(1, Relaxed);
+        }
         let late = self.aggregator.late();
         self.metrics
             .late
@@ -275,22 +368,24 @@ impl PartitionLogic for VerdictLogic {
         }
         let closed_before =
             DateTime::<Utc>::from_timestamp_nanos(watermark_ns.div_euclid(MINUTE_NS) * MINUTE_NS);
-        let mut verdicts = self.aggregator.close(closed_before);
+        // Healthy verdicts of servers no incident follows are only counted.
+        let recent = &self.recent;
+        let (decided, mut verdicts) = self.aggregator.close_where(closed_before, |t, s| {
+            recent.get(t).is_some_and(|servers| servers.contains_key(s))
+        });
         // Minute by minute across servers (each server's minutes stay in order), so the
         // incident stage's event time moves forward with the fleet's.
         verdicts.sort_by(|a, b| {
             (a.minute, &a.tenant, &a.server).cmp(&(b.minute, &b.tenant, &b.server))
         });
         let mut active: Option<(DateTime<Utc>, u64)> = None;
-        self.metrics
-            .verdicts
-            .fetch_add(verdicts.len() as u64, Relaxed);
+        self.metrics.verdicts.fetch_add(decided as u64, Relaxed);
         let follow = chrono::Duration::from_std(self.settings.follow_for)
             .unwrap_or(chrono::Duration::hours(2));
         let mut messages = Vec::new();
         for verdict in verdicts {
-            let server_key = format!("{}/{}", verdict.tenant, verdict.server);
-            let recent = self.recent.entry(server_key.clone()).or_default();
+            let servers = self.recent.entry(verdict.tenant.clone()).or_default();
+            let recent = servers.entry(verdict.server.clone()).or_default();
             if let Some(class) = verdict.class {
                 recent.insert(class, verdict.minute);
             }
@@ -315,7 +410,10 @@ impl PartitionLogic for VerdictLogic {
                 ));
             }
             if recent.is_empty() {
-                self.recent.remove(&server_key);
+                servers.remove(&verdict.server);
+                if servers.is_empty() {
+                    self.recent.remove(&verdict.tenant);
+                }
             }
         }
         self.metrics.sent.fetch_add(messages.len() as u64, Relaxed);
