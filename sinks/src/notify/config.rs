@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::budget::BudgetConfig;
 use crate::delivery::{BreakerConfig, DeliveryPolicy, RateLimit, RetryPolicy};
 
 /// Settings of the notification stage. Unknown fields are refused; durations in
@@ -50,6 +51,10 @@ pub struct NotifyConfig {
     /// never-resolved incident cannot hold memory forever). Default 30d.
     #[serde(with = "humantime_serde")]
     pub nflog_open_retention: Duration,
+    /// Per-tenant notification budget: past it, new incidents fold into a digest per
+    /// receiver integration sent once per `digest_interval` (see `budget.rs`). Default:
+    /// no budget.
+    pub budget: BudgetConfig,
 }
 
 impl Default for NotifyConfig {
@@ -66,6 +71,7 @@ impl Default for NotifyConfig {
             drain_timeout: Duration::from_secs(10),
             nflog_retention: Duration::from_secs(7 * 86_400),
             nflog_open_retention: Duration::from_secs(30 * 86_400),
+            budget: BudgetConfig::default(),
         }
     }
 }
@@ -116,7 +122,7 @@ impl NotifyConfig {
         if self.max_in_flight == 0 {
             return Err("notify.max_in_flight: must be at least 1".into());
         }
-        Ok(())
+        self.budget.validate()
     }
 }
 

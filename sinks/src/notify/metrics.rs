@@ -11,11 +11,13 @@ use super::rows::Status;
 #[derive(Debug, Default)]
 pub struct NotifyMetrics {
     /// Rows of the `notifications` table by [`Status::ALL`] index.
-    pub notifications: [AtomicU64; 6],
+    pub notifications: [AtomicU64; Status::ALL.len()],
     /// Notifications written to the dead-letter topic.
     pub dead_lettered: AtomicU64,
     /// Notifications re-sent after their route's repeat_interval.
     pub repeats: AtomicU64,
+    /// Digests of notifications folded by the per-tenant budget, queued for sending.
+    pub digests: AtomicU64,
     /// Notifications not sent again because the log shows them finished (replays).
     pub deduplicated: AtomicU64,
     /// Notifications queued or being delivered.
@@ -56,6 +58,12 @@ impl MetricsSource for NotifyMetrics {
             "Notifications re-sent after their route's repeat_interval.",
             &[],
             self.repeats.load(Relaxed),
+        );
+        out.counter(
+            "mcpulse_notification_digests_total",
+            "Digests of notifications folded by the per-tenant budget, queued for sending.",
+            &[],
+            self.digests.load(Relaxed),
         );
         out.counter(
             "mcpulse_notifications_deduplicated_total",

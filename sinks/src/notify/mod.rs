@@ -17,6 +17,10 @@
 //!    gave: PagerDuty dedup key, Discord message id, …) is written to the partition's
 //!    journal ([`store`]), durably, before anything else happens.
 //!
+//! A per-tenant notification budget (`notify.budget`, off by default) folds the
+//! notifications of a tenant's new incidents past its budget into one digest per
+//! integration, sent once per interval ([`budget`]).
+//!
 //! Every `flush_interval` each partition writes the attempts as rows of the
 //! `notifications` table (one object per tenant and hour, named
 //! `{topic}-{partition}-{seq}.parquet`, so a replay overwrites instead of doubling),
@@ -32,6 +36,7 @@
 //! fsync): that notification is sent again on replay (PagerDuty and OpsGenie fold it by
 //! dedup key / alias; a Discord webhook would show a second message).
 
+pub mod budget;
 pub mod config;
 pub mod dead_letter;
 pub mod dispatch;

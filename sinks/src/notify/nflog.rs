@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use mcpulse_schemas::{AlertAction, AlertEvent, AlertStatus};
 use serde::{Deserialize, Serialize};
 
+use super::budget::{Admission, BudgetConfig, BudgetLog, DIGEST_CLASS};
 use crate::receivers::SinkHandle;
 
 /// How the notification of one transition to one integration finished.
@@ -31,6 +32,8 @@ pub enum Finished {
     Muted,
     /// A silence matched.
     Silenced,
+    /// Past the tenant's notification budget: added to the integration's digest.
+    Folded,
 }
 
 /// The last notification sent to an integration, and when to repeat it.
@@ -63,6 +66,9 @@ pub struct IncidentLog {
     pub last_event: AlertEvent,
     /// By integration key (`{receiver}/{destination}`).
     pub targets: BTreeMap<String, TargetLog>,
+    /// The notification budget's decision, taken on its first notification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<Admission>,
 }
 
 impl IncidentLog {
@@ -79,10 +85,12 @@ impl IncidentLog {
     }
 }
 
-/// Whether a transition leaves its incident open and paging.
+/// Whether a transition leaves its incident open and paging (a digest is sent once:
+/// never open).
 pub fn is_open(event: &AlertEvent) -> bool {
     matches!(event.action, AlertAction::Trigger | AlertAction::Update)
         && matches!(event.status, AlertStatus::Open | AlertStatus::Flapping)
+        && event.class != DIGEST_CLASS
 }
 
 /// A notification to re-send because its route's `repeat_interval` passed.
@@ -99,6 +107,9 @@ pub struct Repeat {
 pub struct Nflog {
     /// By incident id.
     incidents: BTreeMap<String, IncidentLog>,
+    /// Notification budget counts and pending digests.
+    #[serde(default)]
+    budget: BudgetLog,
 }
 
 impl Nflog {
@@ -137,10 +148,49 @@ impl Nflog {
                     IncidentLog {
                         last_event: stored(),
                         targets: BTreeMap::new(),
+                        admission: None,
                     },
                 );
             }
         }
+    }
+
+    /// The budget decision of `event`'s incident: taken (and kept) on the first
+    /// notification of a new incident, its trigger; an incident that already notified
+    /// somewhere, a digest, or a tenant without a budget is admitted.
+    pub fn admission(
+        &mut self,
+        event: &AlertEvent,
+        config: &BudgetConfig,
+        now: DateTime<Utc>,
+    ) -> Admission {
+        self.observe(event);
+        let log = self
+            .incidents
+            .get_mut(&event.incident_id)
+            .expect("observed above");
+        if let Some(decided) = log.admission {
+            return decided;
+        }
+        if event.class == DIGEST_CLASS || config.limit(&event.tenant).is_none() {
+            return Admission::Admitted;
+        }
+        let notified = log
+            .targets
+            .values()
+            .any(|t| t.handle.is_some() || t.last_sent.is_some());
+        let decided = if event.action == AlertAction::Trigger && !notified {
+            self.budget.admit(config, &event.tenant, now)
+        } else {
+            Admission::Admitted
+        };
+        log.admission = Some(decided);
+        decided
+    }
+
+    /// Budget counts and pending digests.
+    pub fn budget_mut(&mut self) -> &mut BudgetLog {
+        &mut self.budget
     }
 
     fn target(&self, incident_id: &str, key: &str) -> Option<&TargetLog> {
@@ -184,6 +234,9 @@ impl Nflog {
         }
         if let Some(sent) = sent {
             target.last_sent = Some(sent);
+        }
+        if event.class == DIGEST_CLASS {
+            self.budget.finished(&event.event_id);
         }
     }
 

@@ -21,6 +21,7 @@ use crate::delivery::Destinations;
 use crate::receivers::HttpClient;
 use crate::routes::SilenceSet;
 
+use super::budget::Admission;
 use super::config::NotifyConfig;
 use super::dead_letter::DeadLetterOut;
 use super::dispatch::{Dispatcher, Job, WorkerContext};
@@ -208,6 +209,25 @@ impl NotifyOperator {
                     });
                 }
             }
+            if !jobs.is_empty()
+                && inner.nflog.admission(&event, &self.config.budget, now) == Admission::Folded
+            {
+                for job in jobs.drain(..) {
+                    inner
+                        .nflog
+                        .finish(&event, &job.target.key, &Finished::Folded, None);
+                    inner
+                        .nflog
+                        .budget_mut()
+                        .fold(&job.target.key, &job.to.route_id, &event, now);
+                    part.rows.push(
+                        NotificationRow::new(&event, &job.to, Status::Folded).with_error(
+                            "past the tenant's notification budget: in the next digest",
+                        ),
+                    );
+                    self.metrics.count(Status::Folded);
+                }
+            }
         }
         part.hold(offset, jobs.len() as u32);
         debug!(partition = %tp, offset, incident = %event.incident_id, action = event.action.as_str(), routes = matches.len(), notifications = jobs.len(), "alert routed");
@@ -265,7 +285,7 @@ impl NotifyOperator {
         let routing = self.routing.get().clone();
         let part = self.partitions.get_mut(tp).expect("listed");
         let shared = part.shared.clone();
-        let (snapshot, repeats) = {
+        let (snapshot, repeats, digests) = {
             let mut inner = shared.lock();
             part.absorb(&mut inner);
             if inner.nflog.prune(now, retention, open_retention) > 0 {
@@ -275,11 +295,53 @@ impl NotifyOperator {
             if !repeats.is_empty() {
                 inner.dirty = true;
             }
+            let mut digests = inner.nflog.budget_mut().due(&self.config.budget, now);
+            if !digests.is_empty() {
+                inner.dirty = true;
+            }
+            // One already on record (sent before a restart) is done with.
+            digests.retain(|d| {
+                let done = inner
+                    .nflog
+                    .is_done(&d.event.incident_id, &d.key, &d.event.event_id);
+                if done {
+                    inner.nflog.budget_mut().finished(&d.event.event_id);
+                }
+                !done
+            });
             let changed =
                 inner.dirty || part.durable() != part.checkpointed || !part.rows.is_empty();
             inner.dirty = false;
-            (changed.then(|| Partition::nflog(&inner)), repeats)
+            (changed.then(|| Partition::nflog(&inner)), repeats, digests)
         };
+        for digest in digests {
+            let Some(target) = routing.target_by_key(&digest.key).cloned() else {
+                // The integration is gone from the routes file.
+                shared
+                    .lock()
+                    .nflog
+                    .budget_mut()
+                    .finished(&digest.event.event_id);
+                continue;
+            };
+            self.metrics.digests.fetch_add(1, Relaxed);
+            let to = Addressee {
+                route_id: digest.route_id,
+                receiver: target.receiver.clone(),
+                integration: target.kind.as_str().to_owned(),
+                destination: target.destination().to_owned(),
+            };
+            self.dispatcher.submit(Job {
+                event: Arc::new(digest.event),
+                target,
+                to,
+                repeat_interval: Duration::ZERO,
+                repeat: false,
+                offset: None,
+                part: shared.clone(),
+                redactor: routing.redactor.clone(),
+            });
+        }
         for repeat in repeats {
             let Some(target) = routing.target_by_key(&repeat.key).cloned() else {
                 continue; // the integration is gone from the routes file

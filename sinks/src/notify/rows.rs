@@ -31,16 +31,19 @@ pub enum Status {
     Muted,
     /// A silence matches the event.
     Silenced,
+    /// Past the tenant's notification budget: folded into the integration's digest.
+    Folded,
 }
 
 impl Status {
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 7] = [
         Status::Sent,
         Status::Retry,
         Status::Failed,
         Status::Skipped,
         Status::Muted,
         Status::Silenced,
+        Status::Folded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Status {
             Status::Skipped => "skipped",
             Status::Muted => "muted",
             Status::Silenced => "silenced",
+            Status::Folded => "folded",
         }
     }
 }
