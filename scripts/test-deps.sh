@@ -54,7 +54,9 @@ set -euo pipefail
 # when the base Python cannot create a venv):
 # - the bundled librdkafka build of the `rdkafka` crate (and the tansu build below):
 #   a C/C++ toolchain and make, zlib and OpenSSL headers, pkg-config to find them.
-APT_PACKAGES=(g++ make zlib1g-dev libssl-dev pkg-config postgresql-client)
+# - Prometheus (scrapes /metrics and sends alerts to /api/v2/alerts in the tests) and
+#   Prometheus Alertmanager (the baseline of the notification benchmark).
+APT_PACKAGES=(g++ make zlib1g-dev libssl-dev pkg-config prometheus prometheus-alertmanager postgresql-client)
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REQUIREMENTS="${REPO_ROOT}/tests/python/requirements.txt"
