@@ -322,6 +322,9 @@ impl VerdictAggregator {
         let mut verdicts = Vec::new();
         for (tenant, servers) in &mut self.tenants {
             for (server, minutes) in servers.iter_mut() {
+                // A failing minute makes the server's later minutes of this close wanted
+                // too (the incident it opens needs them to resolve).
+                let mut followed = None;
                 while let Some(entry) = minutes.first_entry() {
                     if *entry.key() >= closed_before {
                         break;
@@ -329,7 +332,11 @@ impl VerdictAggregator {
                     let (minute, bucket) = entry.remove_entry();
                     self.open -= 1;
                     decided += 1;
-                    if !bucket.is_quiet() || wanted(tenant, server) {
+                    let quiet = bucket.is_quiet();
+                    if !quiet {
+                        followed = Some(true);
+                    }
+                    if !quiet || *followed.get_or_insert_with(|| wanted(tenant, server)) {
                         verdicts.push(decide(tenant, server, minute, &bucket));
                     }
                 }
@@ -1141,6 +1148,18 @@ mod tests {
         assert_eq!(decided, 4);
         let servers: Vec<&str> = verdicts.iter().map(|v| v.server.as_str()).collect();
         assert_eq!(servers, ["down", "followed", "slow"]);
+
+        // Closed in one go, the healthy minutes after a failing one are built: the
+        // incident it opens needs them to resolve.
+        agg.observe(
+            "acme",
+            &fail("w", "us-east", at(1, 10), R::TcpRefused),
+            "render",
+        );
+        agg.observe("acme", &ok("w", "us-east", at(2, 10)), "render");
+        agg.observe("acme", &ok("w", "us-east", at(3, 10)), "render");
+        let (decided, verdicts) = agg.close_where(at(4, 0), |_, _| false);
+        assert_eq!((decided, verdicts.len()), (3, 3));
     }
 
     #[test]
