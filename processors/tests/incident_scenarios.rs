@@ -450,7 +450,7 @@ impl Pipeline {
     }
 
     async fn alert_rows(&self) -> (u64, u64) {
-        let root = url::Url::from_directory_path(&self.target.local_root.clone().unwrap()).unwrap();
+        let root = url::Url::from_directory_path(self.target.local_root.clone().unwrap()).unwrap();
         let catalog = mcpulse_queries::ArchiveCatalog::new(
             root,
             Arc::new(object_store::local::LocalFileSystem::new()),
