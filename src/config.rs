@@ -226,6 +226,8 @@ impl Config {
             BusConfig::Kafka(kafka) => kafka.validate().map_err(ConfigError)?,
         }
         self.archive.validate_tenancy().map_err(ConfigError)?;
+        self.archive.maintenance.validate().map_err(ConfigError)?;
+        self.archive.retention.validate().map_err(ConfigError)?;
         if self.archive.flush_rows == 0 {
             return Err(ConfigError("archive.flush_rows: must be positive".into()));
         }

@@ -1,6 +1,7 @@
 //! The `mcpulse` binary's library: configuration, and the wiring of roles (ingest,
 //! process, serve) onto a log and an archive.
 
+pub mod admin;
 pub mod alloc;
 pub mod api;
 pub mod archive_store;

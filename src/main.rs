@@ -129,6 +129,11 @@ enum Command {
         #[command(subcommand)]
         command: mcpulse::routes_cli::SilenceCommand,
     },
+    /// Operations on the archive: compaction, retention, deleting a tenant or a server.
+    Admin {
+        #[command(subcommand)]
+        command: mcpulse::admin::AdminCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -265,6 +270,9 @@ fn main() -> ExitCode {
         }
         Command::Silence { command } => {
             return mcpulse::routes_cli::silence(command, || load(cli.config.as_deref()));
+        }
+        Command::Admin { command } => {
+            load(cli.config.as_deref()).and_then(|config| mcpulse::admin::run(command, config))
         }
     };
     match result {

@@ -7,6 +7,7 @@ pub mod archive;
 pub mod dlq;
 pub mod drift;
 pub mod failpoint;
+pub mod forget;
 pub mod incidents;
 pub mod operator;
 pub mod runtime;

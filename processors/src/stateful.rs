@@ -24,7 +24,7 @@
 //! findings with the same ids. A restart or rebalance therefore neither loses nor
 //! double-counts a window.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -41,7 +41,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
+use crate::archive::maintenance::{DeletionRequest, DeletionWatch};
 use crate::archive::{ArchiveConfig, ArchiveTarget, ParquetEncoder, PartitionKey};
+use crate::forget::Forget;
 use crate::operator::{Operator, OperatorError};
 use crate::stats::RuntimeStats;
 
@@ -101,6 +103,29 @@ pub trait PartitionLogic: Send + Sync + 'static {
 
     /// Closes everything the watermark covers (deterministic given state and watermark).
     fn close(&mut self, watermark_ns: i64) -> Result<Closed, OperatorError>;
+
+    /// Drops what the logic holds about a tenant (or one of its servers): `mcpulse admin
+    /// delete`. Called right after a close, so nothing is waiting to be emitted. The
+    /// default rebuilds the logic from its snapshot with the tenant's parts removed (see
+    /// [`Forget`]), as a restart from a checkpoint would; logic whose snapshot leaves
+    /// something out ([`PartitionLogic::replay_from`]) must do it in place.
+    fn forget(
+        &mut self,
+        context: &Self::Context,
+        tp: &TopicPartition,
+        forget: &Forget,
+    ) -> Result<(), String>
+    where
+        Self: Sized,
+    {
+        let mut state = serde_json::to_value(self.snapshot()).map_err(|e| e.to_string())?;
+        if forget.scrub(&mut state) {
+            let state: Self::State = serde_json::from_value(state)
+                .map_err(|e| format!("state without {forget:?} does not load: {e}"))?;
+            *self = Self::restore(context, tp, Some(state));
+        }
+        Ok(())
+    }
 }
 
 /// A flush whose output is being written (recorded before the first object).
@@ -120,6 +145,32 @@ struct Checkpoint<S> {
     /// The offset after the last record the state covers.
     next_offset: Offset,
     state: S,
+    /// Deletion requests (`mcpulse admin delete`) already applied to `state`.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    forgotten: BTreeSet<String>,
+}
+
+/// Removes the target of `forget` from a stored checkpoint of logic whose state is `S`
+/// (`mcpulse admin delete`, when the operator may not be running), and records `id` as
+/// applied. `Ok(None)`: nothing to change. Fails if the state without those parts does
+/// not load as `S`.
+pub fn forget_in_checkpoint<S: Serialize + DeserializeOwned>(
+    stored: &[u8],
+    forget: &Forget,
+    id: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    let mut checkpoint: Checkpoint<serde_json::Value> =
+        serde_json::from_slice(stored).map_err(|e| format!("not a checkpoint: {e}"))?;
+    let changed = forget.scrub(&mut checkpoint.state);
+    let recorded = checkpoint.forgotten.insert(id.to_string());
+    if !changed && !recorded {
+        return Ok(None);
+    }
+    serde_json::from_value::<S>(checkpoint.state.clone())
+        .map_err(|e| format!("the state without {forget:?} does not load: {e}"))?;
+    serde_json::to_vec(&checkpoint)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// Reads and writes checkpoints and pending flushes under `{root}/_state/{operator}/`.
@@ -291,6 +342,10 @@ struct PartState<L> {
     reported: Option<Offset>,
     /// Output closed but not yet (completely) written.
     unwritten: Option<Unwritten>,
+    /// Deletion requests applied to the state (checkpointed with it).
+    forgotten: BTreeSet<String>,
+    /// Deletion requests to apply at the next flush.
+    to_forget: Vec<DeletionRequest>,
 }
 
 struct Unwritten {
@@ -313,6 +368,8 @@ pub struct StatefulOperator<L: PartitionLogic> {
     partitions: HashMap<TopicPartition, PartState<L>>,
     context: L::Context,
     stats: Arc<RuntimeStats>,
+    /// Deletion requests to apply to the state (`mcpulse admin delete`).
+    deletions: Option<DeletionWatch>,
 }
 
 impl<L: PartitionLogic> StatefulOperator<L> {
@@ -337,6 +394,40 @@ impl<L: PartitionLogic> StatefulOperator<L> {
             partitions: HashMap::new(),
             context,
             stats,
+            deletions: None,
+        }
+    }
+
+    /// Applies the deletion requests of `mcpulse admin delete` (looked for every
+    /// `poll`): the state of the tenant (or server) is dropped at the next flush of each
+    /// partition, and from checkpoints written before the request when they load.
+    pub fn with_deletions(mut self, poll: Duration) -> Self {
+        self.deletions = Some(DeletionWatch::new(self.target.clone(), poll));
+        self
+    }
+
+    /// Looks for new deletion requests (if due) and queues them on every partition. A
+    /// failure to look is logged and tried again later: it must not stop the stream.
+    async fn watch_deletions(&mut self) {
+        let Some(watch) = &mut self.deletions else {
+            return;
+        };
+        if !watch.due() {
+            return;
+        }
+        match watch.refresh().await {
+            Ok(new) => {
+                for request in new {
+                    for part in self.partitions.values_mut() {
+                        if !part.forgotten.contains(&request.id) {
+                            part.to_forget.push(request.clone());
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(operator = self.name, error = %e, "cannot read deletion requests; trying again later")
+            }
         }
     }
 
@@ -363,10 +454,21 @@ impl<L: PartitionLogic> StatefulOperator<L> {
         let checkpoint: Option<Checkpoint<L::State>> =
             self.checkpoints.get(tp, "checkpoint").await?;
         let pending: Option<PendingFlush> = self.checkpoints.get(tp, "pending").await?;
-        let (seq, next_offset, state) = match checkpoint {
-            Some(c) => (c.seq, c.next_offset, Some(c.state)),
-            None => (0, 0, None),
+        let (seq, next_offset, state, forgotten) = match checkpoint {
+            Some(c) => (c.seq, c.next_offset, Some(c.state), c.forgotten),
+            None => (0, 0, None, BTreeSet::new()),
         };
+        self.watch_deletions().await;
+        let to_forget: Vec<DeletionRequest> = self
+            .deletions
+            .as_ref()
+            .map(|w| {
+                w.known()
+                    .filter(|r| !forgotten.contains(&r.id))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         // A pending record older than the checkpoint was covered by it.
         let forced = pending.filter(|p| p.seq == seq && p.last_offset >= next_offset);
         if let Some(p) = &forced {
@@ -385,6 +487,8 @@ impl<L: PartitionLogic> StatefulOperator<L> {
                 last_flush: Instant::now(),
                 reported: None,
                 unwritten: None,
+                forgotten,
+                to_forget,
             },
         );
         Ok(())
@@ -408,6 +512,9 @@ impl<L: PartitionLogic> StatefulOperator<L> {
     /// Whether `tp` may flush now (a replayed flush only at its recorded offset).
     fn ready(&self, part: &PartState<L>, all: bool) -> bool {
         if part.unwritten.is_some() {
+            return true;
+        }
+        if !part.to_forget.is_empty() && part.forced.is_none() {
             return true;
         }
         match part.forced {
@@ -452,17 +559,37 @@ impl<L: PartitionLogic> StatefulOperator<L> {
             crate::failpoint::hit("stateful.after_output");
         }
         let part = self.partitions.get_mut(tp).expect("loaded");
+        // Deletion requests apply right after the close: nothing of the tenant is
+        // waiting to be emitted, and the checkpoint below no longer holds its state.
+        let forgot = !part.to_forget.is_empty() && part.forced.is_none();
+        if forgot {
+            for request in std::mem::take(&mut part.to_forget) {
+                part.logic
+                    .forget(&self.context, tp, &request.forget())
+                    .map_err(|e| {
+                        OperatorError::Fatal(format!("{}: deletion {}: {e}", self.name, request.id))
+                    })?;
+                debug!(operator = self.name, %tp, request = %request.id, "state of a deleted tenant or server dropped");
+                part.forgotten.insert(request.id);
+            }
+        }
+        if let Some(watch) = &self.deletions {
+            // Requests no longer stored need not be remembered.
+            let known: BTreeSet<&str> = watch.known().map(|r| r.id.as_str()).collect();
+            part.forgotten.retain(|id| known.contains(id.as_str()));
+        }
         let wrote = part.unwritten.is_some();
         let next_offset = match part.logic.replay_from() {
             Some(first) => first.min(part.next_offset),
             None => part.next_offset,
         };
         let new_seq = if wrote { part.seq + 1 } else { part.seq };
-        if wrote || part.checkpointed != next_offset {
+        if wrote || forgot || part.checkpointed != next_offset {
             let checkpoint = Checkpoint {
                 seq: new_seq,
                 next_offset,
                 state: part.logic.snapshot(),
+                forgotten: part.forgotten.clone(),
             };
             self.checkpoints.put(tp, "checkpoint", &checkpoint).await?;
             if wrote {
@@ -567,6 +694,7 @@ impl<L: PartitionLogic> Operator for StatefulOperator<L> {
             None => self.partitions.keys().cloned().collect(),
         };
         tps.sort();
+        self.watch_deletions().await;
         let mut commits = Vec::new();
         for tp in tps {
             if self.ready(&self.partitions[&tp], all) {

@@ -15,6 +15,8 @@ use mcpulse_schemas::tables::PARTITION_COLUMNS;
 use object_store::ObjectStore;
 use url::Url;
 
+use crate::visible_store::VisibleStore;
+
 /// Where the archive is and how to reach it.
 #[derive(Clone)]
 pub struct ArchiveCatalog {
@@ -32,7 +34,9 @@ impl ArchiveCatalog {
         Self { root, store }
     }
 
-    /// Registers the store with `ctx` so listing tables can reach it.
+    /// Registers the store with `ctx` so listing tables can reach it. Listings go through
+    /// [`VisibleStore`]: objects replaced by compaction (or a delete) are never listed
+    /// together with what replaced them.
     pub fn register_store(&self, ctx: &SessionContext) {
         let base = Url::parse(&format!(
             "{}://{}",
@@ -40,7 +44,7 @@ impl ArchiveCatalog {
             self.root.authority()
         ))
         .expect("valid base URL");
-        ctx.register_object_store(&base, self.store.clone());
+        ctx.register_object_store(&base, Arc::new(VisibleStore::new(self.store.clone())));
     }
 
     /// A listing table over every tenant's files of `table`, with `tenant`, `date` and

@@ -13,6 +13,7 @@ pub mod named_table;
 pub mod pg;
 pub mod tenant_table;
 pub mod time_pruning;
+pub mod visible_store;
 
 pub use catalog::ArchiveCatalog;
 pub use config::QueryConfig;

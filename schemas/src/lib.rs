@@ -7,6 +7,7 @@ pub mod alert;
 pub mod env;
 pub mod external;
 pub mod finding;
+pub mod folder_manifest;
 pub mod latency_hist;
 pub mod metrics;
 pub mod probe;

@@ -51,6 +51,7 @@ pub async fn run(
     sources.extend(start_archivers(&config, &bus, &archive, &mut roles).await?);
     sources.extend(start_analytics(&config, &bus, &archive, &mut roles).await?);
     sources.extend(start_notify(&config, &bus, &archive, &mut roles).await?);
+    crate::admin::spawn_maintenance(&config, &archive, &mut roles);
 
     let edges = Edges::new(&config, &bus);
     let lag = Arc::new(LagMetrics::default());

@@ -84,7 +84,8 @@ async fn runtime<L: PartitionLogic>(
         findings,
         stats.clone(),
     )
-    .with_flush_interval(flush_interval);
+    .with_flush_interval(flush_interval)
+    .with_deletions(config.archive.maintenance.deletion_poll);
     let dlq = DeadLetters::new(bus.producer(), config.topics.dlq());
     Ok(Runtime::new(
         consumer,

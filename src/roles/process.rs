@@ -81,6 +81,8 @@ pub async fn run(
     let mut sources: Vec<Arc<dyn MetricsSource>> = vec![Arc::new(RoleInfo("process"))];
     sources.extend(start_archivers(&config, &bus, &archive, &mut roles).await?);
     sources.extend(super::analytics::start_analytics(&config, &bus, &archive, &mut roles).await?);
+    // The role that owns archive maintenance in split deployments.
+    crate::admin::spawn_maintenance(&config, &archive, &mut roles);
     let lag = Arc::new(LagMetrics::default());
     roles.spawn_background(watch_lag(
         bus.clone(),

@@ -5,6 +5,8 @@ use std::time::Duration;
 use mcpulse_schemas::topics::{HEADER_TENANT, TENANT_ID_RULE, valid_tenant_id};
 use serde::Deserialize;
 
+use super::maintenance::{MaintenanceConfig, RetentionConfig};
+
 /// How the archiver batches and writes Parquet.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -32,6 +34,10 @@ pub struct ArchiveConfig {
     /// Collector's Kafka exporter writes straight to the spans topic. Without it such
     /// records are dead-lettered.
     pub default_tenant: Option<String>,
+    /// Compaction, deletion of replaced objects and sweeps after `mcpulse admin delete`.
+    pub maintenance: MaintenanceConfig,
+    /// How long each table keeps rows, per tenant (default: forever).
+    pub retention: RetentionConfig,
 }
 
 impl ArchiveConfig {
@@ -65,6 +71,8 @@ impl Default for ArchiveConfig {
             zstd_level: 1,
             tenant_header: HEADER_TENANT.to_string(),
             default_tenant: None,
+            maintenance: MaintenanceConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }

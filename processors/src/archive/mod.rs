@@ -13,6 +13,7 @@
 mod columns;
 pub mod config;
 mod layout;
+pub mod maintenance;
 mod manifest;
 mod probes;
 mod spans;

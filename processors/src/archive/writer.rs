@@ -65,7 +65,7 @@ impl ParquetEncoder {
             metadata.push(KeyValue::new(META_MIN_TIME.to_string(), rfc3339_ns(min)));
             metadata.push(KeyValue::new(META_MAX_TIME.to_string(), rfc3339_ns(max)));
         }
-        let props = self.properties(&sorted, metadata)?;
+        let props = self.writer_properties(&sorted.schema(), metadata)?;
         let mut buf = Vec::with_capacity(sorted.get_array_memory_size() / 4);
         let mut writer =
             ArrowWriter::try_new(&mut buf, sorted.schema(), Some(props)).map_err(fatal)?;
@@ -91,12 +91,14 @@ impl ParquetEncoder {
         take_record_batch(batch, &indices).map_err(fatal)
     }
 
-    fn properties(
+    /// The writer settings of every archive object of this table (also what compaction
+    /// writes with): zstd, row groups of `row_group_rows`, (server, time) declared as the
+    /// sort order, `metadata` in the footer, no dictionary for timestamps and unique ids.
+    pub fn writer_properties(
         &self,
-        batch: &RecordBatch,
+        schema: &arrow::datatypes::SchemaRef,
         metadata: Vec<KeyValue>,
     ) -> Result<WriterProperties, OperatorError> {
-        let schema = batch.schema();
         let idx = |name: &str| schema.index_of(name).map(|i| i as i32).map_err(fatal);
         let level = ZstdLevel::try_new(self.config.zstd_level).map_err(fatal)?;
         let mut builder = WriterProperties::builder()
@@ -138,6 +140,25 @@ impl ArchiveTarget {
             .put(path, PutPayload::from(bytes))
             .await
             .map_err(retryable)?;
+        if let Some(local_root) = &self.local_root {
+            let relative = path
+                .as_ref()
+                .strip_prefix(self.root.as_ref())
+                .unwrap_or(path.as_ref());
+            let file = local_root.join(relative.trim_start_matches('/'));
+            tokio::task::spawn_blocking(move || fsync_file_and_dir(&file))
+                .await
+                .map_err(retryable)?
+                .map_err(retryable)?;
+        }
+        Ok(())
+    }
+}
+
+impl ArchiveTarget {
+    /// Makes an object written through the store durable (fsyncs it and its folder for a
+    /// local archive; object stores are durable once a write returns).
+    pub async fn sync(&self, path: &Path) -> Result<(), OperatorError> {
         if let Some(local_root) = &self.local_root {
             let relative = path
                 .as_ref()

@@ -355,6 +355,28 @@ impl VerdictAggregator {
         self.late
     }
 
+    /// Drops the open buckets of `tenant` (only of its `server` when given): `mcpulse
+    /// admin delete`.
+    pub fn forget(&mut self, tenant: &str, server: Option<&str>) {
+        let removed = match server {
+            None => self
+                .tenants
+                .remove(tenant)
+                .map_or(0, |servers| servers.values().map(BTreeMap::len).sum()),
+            Some(server) => {
+                let Some(servers) = self.tenants.get_mut(tenant) else {
+                    return;
+                };
+                let removed = servers.remove(server).map_or(0, |m| m.len());
+                if servers.is_empty() {
+                    self.tenants.remove(tenant);
+                }
+                removed
+            }
+        };
+        self.open -= removed;
+    }
+
     /// Buckets not yet closed.
     pub fn open_buckets(&self) -> usize {
         self.open

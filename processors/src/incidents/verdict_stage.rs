@@ -26,6 +26,7 @@ use super::fleet::FleetView;
 use super::provider::ProviderTable;
 use super::types::{FailureClass, Verdict};
 use super::verdict::{Observation, VerdictAggregator, VerdictState};
+use crate::forget::Forget;
 use crate::operator::OperatorError;
 use crate::stateful::{Closed, OutTopic, PartitionLogic};
 
@@ -272,6 +273,33 @@ impl PartitionLogic for VerdictLogic {
 
     fn replay_from(&self) -> Option<Offset> {
         self.aggregator.replay_from()
+    }
+
+    /// In place: the open minutes are not in the snapshot (they are replayed from the log
+    /// after a restart), so a round trip through it would lose them.
+    fn forget(
+        &mut self,
+        _context: &VerdictContext,
+        _tp: &TopicPartition,
+        forget: &Forget,
+    ) -> Result<(), String> {
+        let server = forget.server.as_deref();
+        self.aggregator.forget(&forget.tenant, server);
+        match server {
+            None => {
+                self.recent.remove(&forget.tenant);
+                self.tenants.remove(&forget.tenant);
+            }
+            Some(server) => {
+                if let Some(servers) = self.recent.get_mut(&forget.tenant) {
+                    servers.remove(server);
+                    if servers.is_empty() {
+                        self.recent.remove(&forget.tenant);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn process(&mut self, tenant: &str, record: &Record) -> Result<(), String> {

@@ -165,6 +165,15 @@ impl SilenceSet {
         self.silences.retain(|s| s.ends_at >= cutoff);
         before - self.silences.len()
     }
+
+    /// Drops the silences of `tenant` (`mcpulse admin delete --tenant`); operator
+    /// silences (no tenant) stay. Returns how many.
+    pub fn forget_tenant(&mut self, tenant: &str) -> usize {
+        let before = self.silences.len();
+        self.silences
+            .retain(|s| s.tenant.as_deref() != Some(tenant));
+        before - self.silences.len()
+    }
 }
 
 #[cfg(test)]
