@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use mcpulse_ingest::{Authenticator, Principal};
 use mcpulse_queries::Scope;
 use mcpulse_queries::http::Authorize;
-use mcpulse_schemas::metrics::{MetricsSource, PromWriter};
+use mcpulse_schemas::metrics::{MetricsSource, PromWriter, Viewer};
 use mcpulse_sinks::routes::{Silence, SilenceError, SilenceSet};
 
 use crate::routes_cli::silences::{NewSilence, SilenceStore, SilenceView, StoreError, new_id};
@@ -23,6 +23,9 @@ use crate::routes_cli::silences::{NewSilence, SilenceStore, SilenceView, StoreEr
 pub struct Health {
     pub ready: Arc<AtomicBool>,
     pub sources: Arc<Vec<Arc<dyn MetricsSource>>>,
+    /// Scopes the tenant-labelled series of `/metrics` (the live golden signals) by the
+    /// scrape's bearer token; `None`: the role has none, every scrape is public.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 /// Health, readiness and metrics routes.
@@ -42,12 +45,28 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(h): State<Health>) -> impl IntoResponse {
-    let mut out = PromWriter::default();
+/// `GET /metrics`: the process's own metrics for anyone; series labelled with a tenant
+/// for the tenants the bearer token may see (an operator's: all; a tenant's: its own;
+/// none: `auth.anonymous_tenant`'s, if set, else none). A token that is not valid is a
+/// 401, so a misconfigured scrape fails loudly instead of silently missing series.
+async fn metrics(State(h): State<Health>, headers: HeaderMap) -> Response {
+    let viewer = match &h.auth {
+        None => Viewer::Public,
+        Some(auth) => {
+            let header = headers.get(AUTHORIZATION);
+            match auth.authenticate(header.map(|v| v.as_bytes())) {
+                Ok(Principal::Operator(_)) => Viewer::Operator,
+                Ok(Principal::Tenant(t)) => Viewer::Tenant(t),
+                Err(_) if header.is_none() => Viewer::Public,
+                Err(e) => return unauthorized(&e.to_string()),
+            }
+        }
+    };
+    let mut out = PromWriter::for_viewer(viewer);
     for source in h.sources.iter() {
         source.render(&mut out);
     }
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], out.finish())
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], out.finish()).into_response()
 }
 
 /// Query scoping from bearer tokens: tenants see their rows, operators everything.

@@ -16,6 +16,7 @@ use mcpulse_processors::RuntimeConfig;
 use mcpulse_processors::archive::ArchiveConfig;
 use mcpulse_processors::drift::DriftConfig;
 use mcpulse_processors::incidents::IncidentsConfig;
+use mcpulse_processors::live::LiveMetricsConfig;
 use mcpulse_processors::signals::config::SignalsConfig;
 use mcpulse_queries::QueryConfig;
 use mcpulse_schemas::Topics;
@@ -69,6 +70,9 @@ pub struct Config {
     /// Delivery of incident transitions (`alerts.v1`) to the receivers of a routes file.
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// Live golden signals on `/metrics` (series per tenant, server and tool, the cap).
+    #[serde(default)]
+    pub metrics: LiveMetricsConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -254,6 +258,7 @@ impl Config {
         self.drift.validate().map_err(ConfigError)?;
         self.incidents.validate().map_err(ConfigError)?;
         self.notify.validate().map_err(ConfigError)?;
+        self.metrics.validate().map_err(ConfigError)?;
         if self.query.max_rows == 0 {
             return Err(ConfigError("query.max_rows: must be positive".into()));
         }
@@ -525,6 +530,34 @@ mod tests {
         .unwrap_err()
         .0;
         assert!(err.starts_with("notify.retry.max_attempts"), "{err}");
+    }
+
+    #[test]
+    fn metrics_section() {
+        let c = Config::parse(
+            "auth:\n  anonymous_tenant: demo\nmetrics:\n  max_series: 500\n  latency_buckets: [0.1, 1]\n",
+            env,
+        )
+        .unwrap();
+        assert_eq!(c.metrics.max_series, 500);
+        assert_eq!(c.metrics.latency_buckets, [0.1, 1.0]);
+        let err = Config::parse(
+            "auth:\n  anonymous_tenant: demo\nmetrics:\n  max_labels: 3\n",
+            env,
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            err.starts_with("metrics") && err.contains("max_labels"),
+            "{err}"
+        );
+        let err = Config::parse(
+            "auth:\n  anonymous_tenant: demo\nmetrics:\n  latency_buckets: [1, 0.5]\n",
+            env,
+        )
+        .unwrap_err()
+        .0;
+        assert!(err.starts_with("metrics.latency_buckets[1]"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod drift;
 pub mod failpoint;
 pub mod forget;
 pub mod incidents;
+pub mod live;
 pub mod operator;
 pub mod runtime;
 pub mod signals;

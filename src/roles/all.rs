@@ -77,6 +77,7 @@ pub async fn run(
     let health = Health {
         ready: roles.ready_flag(),
         sources: Arc::new(sources),
+        auth: Some(auth.clone()),
     };
     let api = edges
         .probe_router(&config, &auth)

@@ -15,6 +15,7 @@ use mcpulse_processors::incidents::fleet::FleetView;
 use mcpulse_processors::incidents::{
     IncidentContext, IncidentLogic, IncidentMetrics, VerdictContext, VerdictLogic, VerdictMetrics,
 };
+use mcpulse_processors::live::{LiveIncidents, LiveSignals};
 use mcpulse_processors::signals::{SignalsContext, SignalsLogic};
 use mcpulse_processors::stateful::{FindingsOutput, PartitionLogic, StatefulOperator};
 use mcpulse_processors::stats::{NamedStats, RuntimeStats};
@@ -97,7 +98,7 @@ async fn runtime<L: PartitionLogic>(
 }
 
 /// Joins the analytic groups that are enabled and starts their runtimes under `roles`;
-/// returns their metrics.
+/// returns their metrics, the live golden signals (`metrics:`) among them.
 pub async fn start_analytics(
     config: &Config,
     bus: &DynBus,
@@ -113,6 +114,13 @@ pub async fn start_analytics(
         )
         .map_err(anyhow::Error::msg)?;
         sources.push(context.metrics.clone());
+        let context = if config.metrics.live_signals {
+            let live = Arc::new(LiveSignals::new(&config.metrics));
+            sources.push(live.clone());
+            context.with_live(live)
+        } else {
+            context
+        };
         let stats = Arc::new(RuntimeStats::default());
         let runtime = runtime::<SignalsLogic>(
             config,
@@ -187,7 +195,15 @@ pub async fn start_analytics(
             stats,
         }));
 
-        let incident_metrics = Arc::new(IncidentMetrics::default());
+        let live = config.metrics.live_signals.then(|| {
+            let live = Arc::new(LiveIncidents::new(&config.metrics));
+            sources.push(live.clone());
+            live
+        });
+        let incident_metrics = Arc::new(IncidentMetrics {
+            live,
+            ..IncidentMetrics::default()
+        });
         sources.push(incident_metrics.clone());
         let context = IncidentContext {
             engine: incidents.engine(),

@@ -116,6 +116,7 @@ pub async fn run(
     let health = Health {
         ready: roles.ready_flag(),
         sources: Arc::new(sources),
+        auth: None,
     };
     roles.serve_otlp_grpc(grpc_listener, edges.grpc_service(&auth));
     roles.serve_http("OTLP/HTTP server", http_listener, edges.otlp_router(&auth));

@@ -115,6 +115,7 @@ pub async fn run(
     let health = Health {
         ready: roles.ready_flag(),
         sources: Arc::new(sources),
+        auth: None,
     };
     roles.serve_http("API server", api_listener, health_router(health));
     let details = format!("{}, archive {}", describe_bus(&config), archive.url);

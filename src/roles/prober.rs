@@ -298,6 +298,7 @@ pub async fn run(
     let health = crate::api::Health {
         ready: roles.ready_flag(),
         sources: Arc::new(sources),
+        auth: None,
     };
     roles.serve_http(
         "API server",

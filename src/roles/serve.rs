@@ -88,6 +88,7 @@ pub async fn run(
     let health = Health {
         ready: roles.ready_flag(),
         sources: Arc::new(sources),
+        auth: None,
     };
     roles.serve_http(
         "API server",

@@ -29,6 +29,8 @@ use tracing::error;
 use super::engine::{EngineConfig, EngineState, IncidentEngine};
 use super::rows;
 use super::verdict_stage::{HEADER_KIND, KIND_VERDICT, VerdictMessage};
+use crate::live::LiveIncidents;
+use crate::live::incidents::OpenCounts;
 use crate::operator::OperatorError;
 use crate::stateful::{Closed, OutTopic, PartitionLogic};
 
@@ -56,6 +58,8 @@ pub struct IncidentMetrics {
     pub held: AtomicI64,
     /// Events whose evidence had to be redacted to keep the payload boundaries.
     pub redacted: AtomicU64,
+    /// Open incidents per (tenant, server, severity) on `/metrics` (none: not kept).
+    pub live: Option<Arc<LiveIncidents>>,
 }
 
 impl MetricsSource for IncidentMetrics {
@@ -141,7 +145,15 @@ pub struct IncidentLogic {
     metrics: Arc<IncidentMetrics>,
     /// What this partition last added to the shared gauges.
     reported: Gauges,
+    /// This instance's key in the live open-incident counts (unique, so a partition
+    /// assigned again before the old instance is dropped is not erased by that drop).
+    live_key: String,
+    /// What this partition last reported there.
+    reported_live: OpenCounts,
 }
+
+/// Numbers the partition instances of the process (for their live keys).
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Default, Clone, Copy, PartialEq)]
 struct Gauges {
@@ -179,6 +191,13 @@ impl IncidentLogic {
     }
 
     fn report_gauges(&mut self) {
+        if let Some(live) = &self.metrics.live {
+            let counts = live.count(self.engine.open_incidents());
+            if counts != self.reported_live {
+                live.report(&self.live_key, counts.clone());
+                self.reported_live = counts;
+            }
+        }
         let now = self.gauges();
         if now == self.reported {
             return;
@@ -236,6 +255,9 @@ impl Drop for IncidentLogic {
             .storms_open
             .fetch_sub(self.reported.storms, Relaxed);
         self.metrics.held.fetch_sub(self.reported.held, Relaxed);
+        if let Some(live) = &self.metrics.live {
+            live.release(&self.live_key);
+        }
     }
 }
 
@@ -245,7 +267,7 @@ impl PartitionLogic for IncidentLogic {
 
     fn restore(
         context: &IncidentContext,
-        _tp: &TopicPartition,
+        tp: &TopicPartition,
         state: Option<IncidentStageState>,
     ) -> Self {
         let (engine, max_event_ns, outbox) = match state {
@@ -268,6 +290,8 @@ impl PartitionLogic for IncidentLogic {
             settings: context.settings.clone(),
             metrics: context.metrics.clone(),
             reported: Gauges::default(),
+            live_key: format!("{tp}#{}", INSTANCES.fetch_add(1, Relaxed)),
+            reported_live: OpenCounts::new(),
         };
         logic.report_gauges();
         logic
@@ -452,6 +476,40 @@ mod tests {
             "masked, not withheld"
         );
         assert_eq!(logic.metrics.open[Severity::P3 as usize].load(Relaxed), 1);
+    }
+
+    #[test]
+    fn open_incidents_reach_the_live_counts_and_leave_with_the_partition() {
+        use crate::live::{LiveIncidents, LiveMetricsConfig};
+        use mcpulse_schemas::metrics::{MetricsSource, PromWriter};
+
+        let live = Arc::new(LiveIncidents::new(&LiveMetricsConfig::default()));
+        let context = IncidentContext {
+            engine: EngineConfig::default(),
+            settings: super::super::verdict_stage::VerdictSettings::default(),
+            metrics: Arc::new(IncidentMetrics {
+                live: Some(live.clone()),
+                ..IncidentMetrics::default()
+            }),
+        };
+        let tp = TopicPartition::new("findings".to_string(), 0);
+        let mut logic = IncidentLogic::restore(&context, &tp, None);
+        logic.process("acme", &record("acme", &alert())).unwrap();
+        logic.close(i64::MIN).unwrap();
+        let render = || {
+            let mut out = PromWriter::default();
+            live.render(&mut out);
+            out.finish()
+        };
+        let text = render();
+        assert!(
+            text.contains(
+                "mcpulse_server_incidents_open{tenant=\"acme\",server=\"McpDown\",severity=\"P3\"} 1\n"
+            ),
+            "{text}"
+        );
+        drop(logic);
+        assert!(!render().contains("mcpulse_server_incidents_open{"));
     }
 
     #[test]

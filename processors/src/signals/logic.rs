@@ -16,6 +16,8 @@
 //!   clock instead. A window closes when the watermark passes its end; a span for a
 //!   closed minute is late: counted in `mcpulse_signals_late_total`, not in a window
 //!   (the raw span is still archived).
+//! - Every call and probe result read also updates the live series on `/metrics`
+//!   ([`crate::live`]) when the context has them ([`SignalsContext::with_live`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -32,6 +34,7 @@ use super::rules::{RuleEngine, RuleState, RulesConfig};
 use super::span_fields::{SpanFields, scan_spans};
 use super::table;
 use super::windows::{Added, Observation, WindowState, Windows};
+use crate::live::LiveSignals;
 use crate::operator::OperatorError;
 use crate::stateful::{Closed, PartitionLogic};
 
@@ -111,6 +114,8 @@ pub struct SignalsContext {
     pub spans_topic: String,
     pub probes_topic: String,
     pub metrics: Arc<SignalsMetrics>,
+    /// The live series on `/metrics` every partition feeds (none: not kept).
+    pub live: Option<Arc<LiveSignals>>,
 }
 
 impl SignalsContext {
@@ -126,7 +131,14 @@ impl SignalsContext {
             spans_topic,
             probes_topic,
             metrics: Arc::new(SignalsMetrics::default()),
+            live: None,
         })
+    }
+
+    /// Feeds `live` with every call and probe result read.
+    pub fn with_live(mut self, live: Arc<LiveSignals>) -> Self {
+        self.live = Some(live);
+        self
     }
 }
 
@@ -152,6 +164,7 @@ pub struct SignalsLogic {
     idle_timeout: Duration,
     retire_minutes: Minute,
     metrics: Arc<SignalsMetrics>,
+    live: Option<Arc<LiveSignals>>,
 }
 
 fn now_ns() -> i64 {
@@ -196,6 +209,22 @@ impl SignalsLogic {
                 error: span.is_error,
             });
         }
+        if let Some(live) = &self.live {
+            let mut calls = live.calls();
+            for span in spans
+                .iter()
+                .filter(|s| s.tool.is_some() || s.method.is_some())
+            {
+                calls.record(
+                    tenant,
+                    span.server.unwrap_or(UNKNOWN_SERVER),
+                    span.method.unwrap_or(""),
+                    span.tool.unwrap_or(""),
+                    span.end_ns.saturating_sub(span.start_ns) / 1000,
+                    span.is_error,
+                );
+            }
+        }
         Ok(())
     }
 
@@ -208,6 +237,15 @@ impl SignalsLogic {
             .filter(|t| *t >= 0)
             .ok_or("probe result: started_at out of range")? as u64;
         self.metrics.probes.fetch_add(1, Relaxed);
+        if let Some(live) = &self.live {
+            live.probe(
+                tenant,
+                &probe.server,
+                &probe.region,
+                start_ns as i64,
+                probe.ok,
+            );
+        }
         let latency_us = probe
             .total_ms
             .filter(|ms| ms.is_finite() && *ms >= 0.0)
@@ -279,6 +317,7 @@ impl PartitionLogic for SignalsLogic {
             idle_timeout: config.idle_timeout,
             retire_minutes: (config.retire_after.as_secs() / 60).max(1) as Minute,
             metrics: context.metrics.clone(),
+            live: context.live.clone(),
         }
     }
 
