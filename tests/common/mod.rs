@@ -56,6 +56,14 @@ impl Mcpulse {
 
     /// Like [`Mcpulse::start`], with extra environment variables for the process.
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Self {
+        let mut m = Self::prepare(extra);
+        m.spawn_with_env(env);
+        m
+    }
+
+    /// The data directory and configuration of [`Mcpulse::start`], without starting the
+    /// process (to put files in the archive or run CLI commands first; then `spawn`).
+    pub fn prepare(extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let extra = if extra.contains("archive:") {
             extra.to_string()
@@ -64,16 +72,14 @@ impl Mcpulse {
         };
         let config = dir.path().join("mcpulse.yaml");
         std::fs::write(&config, config_yaml(&dir.path().join("data"), &extra)).unwrap();
-        let mut m = Mcpulse {
+        Mcpulse {
             dir,
             config,
             child: None,
             otlp_grpc: "0.0.0.0:0".parse().unwrap(),
             otlp_http: "0.0.0.0:0".parse().unwrap(),
             api: "0.0.0.0:0".parse().unwrap(),
-        };
-        m.spawn_with_env(env);
-        m
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {

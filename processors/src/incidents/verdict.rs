@@ -377,6 +377,22 @@ impl VerdictAggregator {
         self.open -= removed;
     }
 
+    /// The (tenant, server) of every open bucket.
+    pub fn open_servers(&self) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = self
+            .tenants
+            .iter()
+            .flat_map(|(t, servers)| {
+                servers
+                    .iter()
+                    .filter(|(_, minutes)| !minutes.is_empty())
+                    .map(move |(s, _)| (t.as_str(), s.as_str()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Buckets not yet closed.
     pub fn open_buckets(&self) -> usize {
         self.open

@@ -201,6 +201,17 @@ fn now_ns() -> i64 {
     Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
+impl VerdictLogic {
+    /// The (tenant, server) of every open minute bucket (tests, diagnostics).
+    pub fn open_servers(&self) -> Vec<(String, String)> {
+        self.aggregator
+            .open_servers()
+            .into_iter()
+            .map(|(t, s)| (t.to_string(), s.to_string()))
+            .collect()
+    }
+}
+
 impl PartitionLogic for VerdictLogic {
     type State = VerdictStageState;
     type Context = VerdictContext;
