@@ -27,7 +27,7 @@ const PROMETHEUS: &str = "/usr/bin/prometheus";
 fn config(routes: &Path) -> String {
     format!(
         "incidents:\n  flush_interval: 200ms\n  idle_timeout: 1s\n  allowed_lateness: 1s\n\
-         notify:\n  routes: {}\n  flush_interval: 300ms\n  retry: {{ base: 200ms, cap: 1s, max_attempts: 4 }}\n",
+         notify:\n  routes: {}\n  flush_interval: 300ms\n  table_interval: 300ms\n  retry: {{ base: 200ms, cap: 1s, max_attempts: 4 }}\n",
         routes.display()
     )
 }

@@ -24,7 +24,7 @@ const WEBHOOK_ID: &str = "112233445566778899";
 /// Fast incidents (see incidents_e2e.rs) and fast notification flushes and retries.
 fn config(routes: &Path) -> String {
     format!(
-        "incidents:\n  flush_interval: 200ms\n  storm: {{ hold: 0s }}\nnotify:\n  routes: {}\n  flush_interval: 300ms\n  retry: {{ base: 200ms, cap: 1s, max_attempts: 4 }}\n",
+        "incidents:\n  flush_interval: 200ms\n  storm: {{ hold: 0s }}\nnotify:\n  routes: {}\n  flush_interval: 300ms\n  table_interval: 300ms\n  retry: {{ base: 200ms, cap: 1s, max_attempts: 4 }}\n",
         routes.display()
     )
 }

@@ -155,7 +155,7 @@ fn the_notify_role_delivers_from_kafka_once_across_a_kill_9() {
         "bus:\n  kind: kafka\n  brokers: [\"{}\"]\n  partitions: 2\n  producer_options:\n    batch.num.messages: 1\n\
          archive:\n  url: file://{}\n  flush_interval: 300ms\n\
          incidents:\n  flush_interval: 200ms\n  storm: {{ hold: 0s }}\n\
-         notify:\n  routes: {}\n  flush_interval: 200ms\n",
+         notify:\n  routes: {}\n  flush_interval: 200ms\n  table_interval: 200ms\n",
         tansu.bootstrap(),
         root.path().join("archive").display(),
         routes.display()

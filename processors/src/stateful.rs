@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 use crate::archive::maintenance::{DeletionRequest, DeletionWatch};
-use crate::archive::{ArchiveConfig, ArchiveTarget, ParquetEncoder, PartitionKey};
+use crate::archive::{ArchiveConfig, ArchiveTarget, PartitionKey, TableWriter};
 use crate::forget::Forget;
 use crate::operator::{Operator, OperatorError};
 use crate::stats::RuntimeStats;
@@ -359,9 +359,7 @@ struct Unwritten {
 /// the protocol of the module docs.
 pub struct StatefulOperator<L: PartitionLogic> {
     name: &'static str,
-    table: Table,
-    encoder: ParquetEncoder,
-    target: ArchiveTarget,
+    writer: TableWriter,
     checkpoints: CheckpointStore,
     findings: FindingsOutput,
     config: StatefulConfig,
@@ -385,10 +383,8 @@ impl<L: PartitionLogic> StatefulOperator<L> {
     ) -> Self {
         Self {
             name,
-            table,
-            encoder: ParquetEncoder::new(table, archive.clone()),
-            checkpoints: CheckpointStore::new(target.clone(), name),
-            target,
+            writer: TableWriter::new(table, archive.clone(), target.clone(), stats.clone()),
+            checkpoints: CheckpointStore::new(target, name),
             findings,
             config: StatefulConfig::from_archive(&archive),
             partitions: HashMap::new(),
@@ -402,7 +398,7 @@ impl<L: PartitionLogic> StatefulOperator<L> {
     /// `poll`): the state of the tenant (or server) is dropped at the next flush of each
     /// partition, and from checkpoints written before the request when they load.
     pub fn with_deletions(mut self, poll: Duration) -> Self {
-        self.deletions = Some(DeletionWatch::new(self.target.clone(), poll));
+        self.deletions = Some(DeletionWatch::new(self.writer.target().clone(), poll));
         self
     }
 
@@ -612,21 +608,7 @@ impl<L: PartitionLogic> StatefulOperator<L> {
         closed: &Closed,
     ) -> Result<(), OperatorError> {
         let name = format!("{}-{}-{:020}.parquet", tp.topic, tp.partition, seq);
-        let writes = closed.rows.iter().map(|(key, rows)| {
-            let path = key.dir(&self.target.root, self.table).join(name.as_str());
-            async move {
-                let bytes = self.encoder.encode(rows, &key.tenant)?;
-                let len = bytes.len() as u64;
-                self.target.put_durable(&path, bytes).await?;
-                self.stats
-                    .rows_written
-                    .fetch_add(rows.num_rows() as u64, Relaxed);
-                self.stats.bytes_written.fetch_add(len, Relaxed);
-                self.stats.files_written.fetch_add(1, Relaxed);
-                Ok::<_, OperatorError>(())
-            }
-        });
-        futures::future::try_join_all(writes).await?;
+        self.writer.write(&name, &closed.rows).await?;
         self.findings.send(&closed.findings).await?;
         self.findings.send_messages(&closed.messages).await
     }

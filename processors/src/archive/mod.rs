@@ -18,18 +18,17 @@ mod manifest;
 mod probes;
 mod spans;
 mod table_format;
+mod table_writer;
 mod writer;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
 use mcpulse_bus::{Offset, Record, TopicPartition};
 use mcpulse_schemas::topics::valid_tenant_id;
-use tracing::debug;
 
 pub use config::ArchiveConfig;
 pub use layout::{PartitionKey, file_name};
@@ -37,6 +36,7 @@ pub use manifest::Cut;
 pub use probes::ProbesFormat;
 pub use spans::{SpansFormat, any_value_to_string};
 pub use table_format::{PartitionedRows, TableFormat};
+pub use table_writer::TableWriter;
 pub use writer::{ArchiveTarget, ParquetEncoder};
 
 use columns::BatchBuilder;
@@ -48,15 +48,13 @@ use crate::stats::RuntimeStats;
 /// Archives one topic into one table.
 pub struct Archiver<F: TableFormat> {
     format: F,
-    encoder: ParquetEncoder,
-    target: ArchiveTarget,
+    writer: TableWriter,
     manifests: Manifests,
     /// Batching, and where a record's tenant comes from: the `tenant_header` header, else
     /// `default_tenant` (records from outside producers, e.g. an OTel Collector), else
     /// the record is dead-lettered.
     config: ArchiveConfig,
     partitions: HashMap<TopicPartition, PartitionState<F::Builder>>,
-    stats: Arc<RuntimeStats>,
 }
 
 struct PartitionState<B: BatchBuilder> {
@@ -91,16 +89,13 @@ impl<F: TableFormat> Archiver<F> {
         config: ArchiveConfig,
         stats: Arc<RuntimeStats>,
     ) -> Self {
-        let encoder = ParquetEncoder::new(format.table(), config.clone());
         let manifests = Manifests::new(target.store.clone(), target.root.clone());
         Self {
+            writer: TableWriter::new(format.table(), config.clone(), target, stats),
             format,
-            encoder,
-            target,
             manifests,
             config,
             partitions: HashMap::new(),
-            stats,
         }
     }
 
@@ -145,23 +140,7 @@ impl<F: TableFormat> Archiver<F> {
         self.manifests.record(tp, batch.cut).await?;
         crate::failpoint::hit("archive.after_manifest");
         let name = file_name(tp, batch.cut.first, batch.cut.last);
-        let table = self.format.table();
-        let writes = batch.files.iter().map(|(key, rows)| {
-            let path = key.dir(&self.target.root, table).join(name.as_str());
-            async move {
-                let bytes = self.encoder.encode(rows, &key.tenant)?;
-                let len = bytes.len() as u64;
-                self.target.put_durable(&path, bytes).await?;
-                self.stats
-                    .rows_written
-                    .fetch_add(rows.num_rows() as u64, Relaxed);
-                self.stats.bytes_written.fetch_add(len, Relaxed);
-                self.stats.files_written.fetch_add(1, Relaxed);
-                debug!(%path, rows = rows.num_rows(), bytes = len, "archived");
-                Ok::<_, OperatorError>(())
-            }
-        });
-        futures::future::try_join_all(writes).await?;
+        self.writer.write(&name, &batch.files).await?;
         crate::failpoint::hit("archive.after_write");
         Ok(())
     }

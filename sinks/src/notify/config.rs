@@ -24,10 +24,20 @@ pub struct NotifyConfig {
     /// Default 10s.
     #[serde(with = "humantime_serde")]
     pub reload_interval: Duration,
-    /// How often finished deliveries are written to the `notifications` table, the
-    /// notification log is checkpointed and offsets are committed. Default 1s.
+    /// How often the notification log is checkpointed (in the background, while
+    /// delivery goes on) and offsets are committed; the attempts finished since the last
+    /// flush are spooled with it, as one object. Default 1s.
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
+    /// How often the spooled attempts are written to the `notifications` table (one
+    /// Parquet object per tenant and hour; they are also written on shutdown, when
+    /// partitions move, and once `table_rows` are spooled). Longer means fewer, bigger
+    /// objects; shorter, fresher history. Default 1m.
+    #[serde(with = "humantime_serde")]
+    pub table_interval: Duration,
+    /// Spooled attempts that make the stage write them out before `table_interval`.
+    /// Default 100000.
+    pub table_rows: usize,
     /// Retries of one notification to one destination: exponential backoff with full
     /// jitter, at least the server's `Retry-After`; past `max_attempts` it is
     /// dead-lettered.
@@ -64,6 +74,8 @@ impl Default for NotifyConfig {
             routes: None,
             reload_interval: Duration::from_secs(10),
             flush_interval: Duration::from_secs(1),
+            table_interval: Duration::from_secs(60),
+            table_rows: 100_000,
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
             rate_limit: None,
@@ -101,6 +113,10 @@ impl NotifyConfig {
             }
         };
         positive("flush_interval", self.flush_interval)?;
+        positive("table_interval", self.table_interval)?;
+        if self.table_rows == 0 {
+            return Err("notify.table_rows: must be at least 1".into());
+        }
         positive("retry.base", self.retry.base)?;
         positive("breaker.cooldown", self.breaker.cooldown)?;
         positive("nflog_retention", self.nflog_retention)?;

@@ -3,8 +3,9 @@
 //! transitions of one incident reach a destination in the order they happened, and an
 //! update finds the handle its trigger recorded) with [`deliver_with_retries`] and the
 //! destination's circuit breaker and token bucket; it then records the outcome durably
-//! (the journal, or the dead-letter topic for a failure) before the operator may commit
-//! the record's offset.
+//! (the dead-letter topic for a failure, then the partition's journal through its
+//! [`Recorder`], which groups the entries of workers finishing together) before the
+//! operator may commit the record's offset.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,9 +24,10 @@ use crate::receivers::{DeliveryError, Outcome, Redactor};
 use super::dead_letter::DeadLetterOut;
 use super::metrics::NotifyMetrics;
 use super::nflog::{Finished, LastSent};
+use super::recorder::Recorder;
 use super::rows::{Addressee, NotificationRow, Status};
 use super::shared::{Completion, PartShared};
-use super::store::{JournalEntry, NotifyStore};
+use super::store::JournalEntry;
 use super::targets::Target;
 
 /// One notification: one transition to one integration.
@@ -39,6 +41,8 @@ pub struct Job {
     /// The record it came from (`None` for a repeat).
     pub offset: Option<Offset>,
     pub part: Arc<PartShared>,
+    /// Puts the outcome on record (the partition's journal).
+    pub recorder: Recorder,
     pub redactor: Arc<Redactor>,
 }
 
@@ -46,7 +50,6 @@ pub struct Job {
 pub struct WorkerContext {
     pub destinations: Destinations,
     pub retry: RetryPolicy,
-    pub store: NotifyStore,
     pub dead_letters: DeadLetterOut,
     pub metrics: Arc<NotifyMetrics>,
 }
@@ -211,46 +214,24 @@ async fn deliver(ctx: &WorkerContext, job: Job, jitter: &mut Jitter) {
         sent,
         rows,
     };
-    // A repeat is not journaled: losing one in a crash only delays the next.
-    let journal = if job.repeat {
-        None
-    } else {
-        record(ctx, &job, &entry).await
-    };
-    if matches!(entry.outcome, Finished::Sent { .. }) {
-        mcpulse_processors::failpoint::hit("notify.after_send");
+    if job.repeat {
+        // A repeat is not journaled: losing one in a crash only delays the next.
+        let mut inner = job.part.lock();
+        inner
+            .nflog
+            .finish(&entry.event, key, &entry.outcome, entry.sent.clone());
+        inner.dirty = true;
+        inner.finished.push(Completion {
+            offset: job.offset,
+            rows: entry.rows,
+            journal: None,
+        });
+        return;
     }
-    let mut inner = job.part.lock();
-    inner
-        .nflog
-        .finish(&entry.event, key, &entry.outcome, entry.sent.clone());
-    inner.dirty = true;
-    inner.finished.push(Completion {
-        offset: job.offset,
-        rows: entry.rows,
-        journal,
-    });
-}
-
-/// Writes the journal entry, retrying while the archive fails.
-async fn record(
-    ctx: &WorkerContext,
-    job: &Job,
-    entry: &JournalEntry,
-) -> Option<object_store::path::Path> {
-    let mut backoff = WriteBackoff::new();
-    loop {
-        match ctx.store.journal(&job.part.tp, entry).await {
-            Ok(path) => return Some(path),
-            Err(e) if e.is_retryable() => {
-                warn!(receiver = %job.to.receiver, error = %e, "cannot record a finished notification yet, retrying");
-                backoff.wait().await;
-            }
-            Err(e) => {
-                error!(receiver = %job.to.receiver, error = %e, "cannot record a finished notification: a crash before the next checkpoint would send it again");
-                return None;
-            }
-        }
+    let sent = matches!(entry.outcome, Finished::Sent { .. });
+    job.recorder.record(entry, job.offset).await;
+    if sent {
+        mcpulse_processors::failpoint::hit("notify.after_send");
     }
 }
 

@@ -6,9 +6,16 @@
 //! It is what makes delivery effectively once: a replayed event whose id is already
 //! finished for an integration is not sent there again, and an update finds the handle
 //! of the message to edit. Checkpointed per log partition with the offset it covers
-//! (see [`super::store`]); memory is bounded by forgetting incidents after a retention.
+//! (see [`super::store`]) as [`Segment`]s: now and then all of it, and at every other
+//! checkpoint only the incidents that changed since the previous one, so a checkpoint
+//! costs what changed, not the size of the log. Memory is bounded by forgetting
+//! incidents after a retention. Each incident's entry is shared copy-on-write, so the
+//! segment a checkpoint takes (under the partition's lock) copies pointers, not
+//! incidents, and only the incidents that change while it is written in the background
+//! are copied.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -103,13 +110,41 @@ pub struct Repeat {
 }
 
 /// The notification log of one log partition.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Nflog {
     /// By incident id.
-    incidents: BTreeMap<String, IncidentLog>,
+    incidents: BTreeMap<String, Arc<IncidentLog>>,
     /// Notification budget counts and pending digests.
+    budget: BudgetLog,
+    /// Incidents changed since the last segment was taken.
+    changed: BTreeSet<String>,
+    /// Incidents forgotten since the last segment was taken.
+    removed: BTreeSet<String>,
+}
+
+/// A checkpointed piece of a notification log: all of it (`full`), or the incidents
+/// that changed and were forgotten since the previous piece. The budget, small, is in
+/// every piece.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Segment {
+    pub full: bool,
+    #[serde(with = "shared_entries")]
+    incidents: BTreeMap<String, Arc<IncidentLog>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    removed: Vec<String>,
     #[serde(default)]
     budget: BudgetLog,
+}
+
+impl Segment {
+    /// Incidents it holds.
+    pub fn len(&self) -> usize {
+        self.incidents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.incidents.is_empty() && self.removed.is_empty()
+    }
 }
 
 impl Nflog {
@@ -122,7 +157,61 @@ impl Nflog {
     }
 
     pub fn incident(&self, incident_id: &str) -> Option<&IncidentLog> {
-        self.incidents.get(incident_id)
+        self.incidents.get(incident_id).map(|log| &**log)
+    }
+
+    /// Incidents changed or forgotten since the last segment was taken.
+    pub fn changes(&self) -> usize {
+        self.changed.len() + self.removed.len()
+    }
+
+    /// Takes a segment: the whole log (`full`), or what changed since the last one.
+    pub fn segment(&mut self, full: bool) -> Segment {
+        let incidents = if full {
+            self.incidents.clone()
+        } else {
+            self.changed
+                .iter()
+                .filter_map(|id| Some((id.clone(), self.incidents.get(id)?.clone())))
+                .collect()
+        };
+        let removed = std::mem::take(&mut self.removed);
+        self.changed.clear();
+        Segment {
+            full,
+            incidents,
+            removed: if full {
+                Vec::new()
+            } else {
+                removed.into_iter().collect()
+            },
+            budget: self.budget.clone(),
+        }
+    }
+
+    /// Rebuilds a log from its segments, oldest (a full one) first.
+    pub fn from_segments(segments: impl IntoIterator<Item = Segment>) -> Self {
+        let mut log = Nflog::default();
+        for segment in segments {
+            if segment.full {
+                log.incidents.clear();
+            }
+            for id in segment.removed {
+                log.incidents.remove(&id);
+            }
+            log.incidents.extend(segment.incidents);
+            log.budget = segment.budget;
+        }
+        log
+    }
+
+    /// The entry of `incident_id`, to change (marked changed).
+    fn entry_mut(&mut self, incident_id: &str) -> Option<&mut IncidentLog> {
+        let log = self.incidents.get_mut(incident_id)?;
+        if !self.changed.contains(incident_id) {
+            self.changed.insert(incident_id.to_owned());
+        }
+        Some(Arc::make_mut(log))
     }
 
     /// Takes note of a transition (the latest one by time is what a repeat re-sends).
@@ -136,21 +225,24 @@ impl Nflog {
             }
             e
         };
-        match self.incidents.get_mut(&event.incident_id) {
+        match self.incidents.get(&event.incident_id) {
             Some(log) => {
-                if event.time >= log.last_event.time {
+                if event.time >= log.last_event.time && event.event_id != log.last_event.event_id {
+                    let log = self.entry_mut(&event.incident_id).expect("present");
                     log.last_event = stored();
                 }
             }
             None => {
                 self.incidents.insert(
                     event.incident_id.clone(),
-                    IncidentLog {
+                    Arc::new(IncidentLog {
                         last_event: stored(),
                         targets: BTreeMap::new(),
                         admission: None,
-                    },
+                    }),
                 );
+                self.removed.remove(&event.incident_id);
+                self.changed.insert(event.incident_id.clone());
             }
         }
     }
@@ -165,10 +257,7 @@ impl Nflog {
         now: DateTime<Utc>,
     ) -> Admission {
         self.observe(event);
-        let log = self
-            .incidents
-            .get_mut(&event.incident_id)
-            .expect("observed above");
+        let log = &self.incidents[&event.incident_id];
         if let Some(decided) = log.admission {
             return decided;
         }
@@ -184,6 +273,7 @@ impl Nflog {
         } else {
             Admission::Admitted
         };
+        let log = self.entry_mut(&event.incident_id).expect("observed above");
         log.admission = Some(decided);
         decided
     }
@@ -218,10 +308,7 @@ impl Nflog {
         sent: Option<LastSent>,
     ) {
         self.observe(event);
-        let log = self
-            .incidents
-            .get_mut(&event.incident_id)
-            .expect("observed above");
+        let log = self.entry_mut(&event.incident_id).expect("observed above");
         let target = log.targets.entry(key.to_owned()).or_default();
         if !target.done.contains(&event.event_id) {
             target.done.push(event.event_id.clone());
@@ -245,17 +332,23 @@ impl Nflog {
     /// Each is marked as repeated at `now`, so it is due again one interval later.
     pub fn repeats_due(&mut self, now: DateTime<Utc>) -> Vec<Repeat> {
         let mut due = Vec::new();
-        for log in self.incidents.values_mut() {
-            if !is_open(&log.last_event) {
+        for (id, log) in self.incidents.iter_mut() {
+            let any_due = is_open(&log.last_event)
+                && log.targets.values().any(|t| {
+                    t.last_sent
+                        .as_ref()
+                        .is_some_and(|sent| repeat_due(sent, now))
+                });
+            if !any_due {
                 continue;
             }
+            self.changed.insert(id.clone());
+            let log = Arc::make_mut(log);
             for (key, target) in &mut log.targets {
                 let Some(sent) = &mut target.last_sent else {
                     continue;
                 };
-                let interval = chrono::Duration::from_std(sent.repeat_interval)
-                    .unwrap_or(chrono::Duration::MAX);
-                if sent.repeat_interval.is_zero() || now - sent.at < interval {
+                if !repeat_due(sent, now) {
                     continue;
                 }
                 sent.at = now;
@@ -284,16 +377,53 @@ impl Nflog {
             now.checked_sub_signed(age(retention)),
             now.checked_sub_signed(age(open_retention)),
         );
-        self.incidents.retain(|_, log| {
+        let (changed, removed) = (&mut self.changed, &mut self.removed);
+        self.incidents.retain(|id, log| {
             let last = log.last_activity();
             let cutoff = if log.is_open() {
                 open_cutoff
             } else {
                 closed_cutoff
             };
-            cutoff.is_none_or(|c| last >= c)
+            let keep = cutoff.is_none_or(|c| last >= c);
+            if !keep {
+                changed.remove(id);
+                removed.insert(id.clone());
+            }
+            keep
         });
         before - self.incidents.len()
+    }
+}
+
+/// Whether `sent` is to be repeated at `now`.
+fn repeat_due(sent: &LastSent, now: DateTime<Utc>) -> bool {
+    let interval =
+        chrono::Duration::from_std(sent.repeat_interval).unwrap_or(chrono::Duration::MAX);
+    !sent.repeat_interval.is_zero() && now - sent.at >= interval
+}
+
+/// Serializes the shared entries as plain ones (the checkpoint format does not change).
+mod shared_entries {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::IncidentLog;
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<String, Arc<IncidentLog>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(map.iter().map(|(k, v)| (k, &**v)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Arc<IncidentLog>>, D::Error> {
+        let plain = BTreeMap::<String, IncidentLog>::deserialize(d)?;
+        Ok(plain.into_iter().map(|(k, v)| (k, Arc::new(v))).collect())
     }
 }
 
@@ -340,8 +470,52 @@ mod tests {
         log.finish(&update, "oncall/pd", &Finished::Sent { handle: None }, None);
         assert_eq!(log.handle("i1", "oncall/pd"), Some(handle));
         // Round trip.
-        let json = serde_json::to_string(&log).unwrap();
-        assert_eq!(serde_json::from_str::<Nflog>(&json).unwrap(), log);
+        let json = serde_json::to_string(&log.segment(true)).unwrap();
+        let back = Nflog::from_segments([serde_json::from_str::<Segment>(&json).unwrap()]);
+        assert_eq!(back, log);
+    }
+
+    #[test]
+    fn a_segment_holds_what_changed_since_the_last_one_and_segments_rebuild_the_log() {
+        let round_trip = |s: &Segment| {
+            serde_json::from_str::<Segment>(&serde_json::to_string(s).unwrap()).unwrap()
+        };
+        let mut log = Nflog::default();
+        for i in 0..5 {
+            let e = event("acme", &format!("i{i}"), &format!("e{i}"));
+            log.finish(&e, "k", &Finished::Skipped, None);
+        }
+        let full = log.segment(true);
+        assert_eq!((full.full, full.len(), log.changes()), (true, 5, 0));
+
+        // One incident changes, one closes long ago and is forgotten, one is new.
+        let update = event("acme", "i1", "e1b");
+        log.finish(&update, "k", &Finished::Skipped, None);
+        let mut old = resolved("acme", "i2", "e2b", 1);
+        old.time = at("2026-01-01T00:00:00Z");
+        Arc::make_mut(log.incidents.get_mut("i2").unwrap()).last_event = old;
+        assert_eq!(
+            log.prune(
+                at("2026-11-21T10:00:00Z"),
+                Duration::from_secs(86400),
+                Duration::MAX
+            ),
+            1
+        );
+        log.observe(&event("acme", "i9", "e9"));
+        assert_eq!(log.changes(), 3);
+        let delta = log.segment(false);
+        assert_eq!(
+            (delta.full, delta.len(), delta.removed.clone()),
+            (false, 2, vec!["i2".to_owned()])
+        );
+        assert_eq!(log.changes(), 0, "taken");
+        assert!(log.segment(false).is_empty(), "nothing changed since");
+
+        let back = Nflog::from_segments([round_trip(&full), round_trip(&delta)]);
+        assert_eq!(back, log);
+        assert!(back.is_done("i1", "k", "e1b") && back.incident("i2").is_none());
+        assert!(back.incident("i9").is_some());
     }
 
     #[test]

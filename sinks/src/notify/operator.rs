@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use mcpulse_bus::{Offset, Producer, Record, TopicPartition};
-use mcpulse_processors::archive::{ArchiveConfig, ArchiveTarget, ParquetEncoder};
+use mcpulse_processors::archive::{ArchiveConfig, ArchiveTarget, TableWriter};
 use mcpulse_processors::stats::RuntimeStats;
 use mcpulse_processors::{Operator, OperatorError};
 use mcpulse_schemas::topics::valid_tenant_id;
@@ -26,11 +26,12 @@ use super::config::NotifyConfig;
 use super::dead_letter::DeadLetterOut;
 use super::dispatch::{Dispatcher, Job, WorkerContext};
 use super::error::NotifyError;
+use super::flush::Flush;
 use super::metrics::NotifyMetrics;
 use super::nflog::Finished;
 use super::partition::Partition;
-use super::rows::{self, Addressee, NotificationRow, Status};
-use super::store::{Checkpoint, NotifyStore};
+use super::rows::{Addressee, NotificationRow, Status};
+use super::store::NotifyStore;
 use super::targets::Routing;
 use super::watched::{Watched, load_silences};
 
@@ -58,12 +59,10 @@ pub struct NotifyOperator {
     silences: Watched<SilenceSet>,
     dispatcher: Dispatcher,
     store: NotifyStore,
-    encoder: ParquetEncoder,
-    target: ArchiveTarget,
+    writer: TableWriter,
     tenant_header: String,
     partitions: HashMap<TopicPartition, Partition>,
     metrics: Arc<NotifyMetrics>,
-    stats: Arc<RuntimeStats>,
 }
 
 impl NotifyOperator {
@@ -90,12 +89,11 @@ impl NotifyOperator {
         let dispatcher = Dispatcher::new(WorkerContext {
             destinations: Destinations::new(config.delivery_policy()),
             retry: config.retry.clone(),
-            store: store.clone(),
             dead_letters: DeadLetterOut::new(producer, dlq_topic),
             metrics: metrics.clone(),
         });
         Ok(NotifyOperator {
-            encoder: ParquetEncoder::new(Table::Notifications, archive.clone()),
+            writer: TableWriter::new(Table::Notifications, archive.clone(), target, stats),
             tenant_header: archive.tenant_header.clone(),
             config,
             http,
@@ -103,10 +101,8 @@ impl NotifyOperator {
             silences,
             dispatcher,
             store,
-            target,
             partitions: HashMap::new(),
             metrics,
-            stats,
         })
     }
 
@@ -119,10 +115,9 @@ impl NotifyOperator {
         if self.partitions.contains_key(tp) {
             return Ok(());
         }
-        let checkpoint = self.store.checkpoint(tp).await?;
-        let journal = self.store.journal_entries(tp).await?;
-        let pending = journal.len();
-        let part = Partition::restore(tp.clone(), checkpoint, journal);
+        let loaded = self.store.load(tp).await?;
+        let pending = loaded.journal.len();
+        let part = Partition::restore(tp.clone(), loaded, &self.store);
         info!(partition = %tp, next_offset = part.skip_below, incidents = part.shared.lock().nflog.len(), journal_entries = pending, "notification log restored");
         self.partitions.insert(tp.clone(), part);
         Ok(())
@@ -205,6 +200,7 @@ impl NotifyOperator {
                         repeat: false,
                         offset: Some(offset),
                         part: part.shared.clone(),
+                        recorder: part.recorder.clone(),
                         redactor: routing.redactor.clone(),
                     });
                 }
@@ -274,9 +270,29 @@ impl NotifyOperator {
         }
     }
 
-    /// Writes finished notifications' rows, checkpoints the log with the offset it covers,
-    /// deletes the journal entries it folded in, and queues due repeats.
-    async fn flush_one(&mut self, tp: &TopicPartition) -> Result<(), NotifyError> {
+    /// Takes in the background flush of `tp` if it ended (waiting for it if `wait`):
+    /// on success the checkpoint's offset becomes committable; on failure what it took
+    /// is handed back for the next attempt.
+    async fn collect(&mut self, tp: &TopicPartition, wait: bool) -> Result<(), NotifyError> {
+        let part = self.partitions.get_mut(tp).expect("listed");
+        let Some(task) = part.flushing.take_if(|t| wait || t.is_finished()) else {
+            return Ok(());
+        };
+        let done = task
+            .await
+            .map_err(|e| NotifyError::Fatal(format!("notification flush task: {e}")))?;
+        part.flushed(done)
+    }
+
+    /// Queues due repeats and digests, and starts a background flush of `tp` (unless one
+    /// is running, see [`Flush`]); records keep being consumed and notifications
+    /// delivered meanwhile. With `all` (shutdown, partitions moving) it writes every
+    /// spooled row to the table and returns once done.
+    async fn flush_one(&mut self, tp: &TopicPartition, all: bool) -> Result<(), NotifyError> {
+        self.collect(tp, all).await?;
+        if self.partitions[tp].flushing.is_some() {
+            return Ok(());
+        }
         let now = Utc::now();
         let (retention, open_retention) = (
             self.config.nflog_retention,
@@ -284,10 +300,16 @@ impl NotifyOperator {
         );
         let routing = self.routing.get().clone();
         let part = self.partitions.get_mut(tp).expect("listed");
+        part.last_flush = Instant::now();
         let shared = part.shared.clone();
-        let (snapshot, repeats, digests) = {
+        let (snapshot, repeats, digests, table) = {
             let mut inner = shared.lock();
             part.absorb(&mut inner);
+            let spooled = part.spooled.len() + part.rows.len();
+            let table = spooled > 0
+                && (all
+                    || part.last_table.elapsed() >= self.config.table_interval
+                    || spooled >= self.config.table_rows);
             if inner.nflog.prune(now, retention, open_retention) > 0 {
                 inner.dirty = true;
             }
@@ -309,140 +331,83 @@ impl NotifyOperator {
                 }
                 !done
             });
-            let changed =
-                inner.dirty || part.durable() != part.checkpointed || !part.rows.is_empty();
+            let changed = inner.dirty
+                || part.durable() != part.checkpointed
+                || !part.rows.is_empty()
+                || table;
             inner.dirty = false;
-            (changed.then(|| Partition::nflog(&inner)), repeats, digests)
+            (
+                changed.then(|| part.segment(&mut inner)),
+                repeats,
+                digests,
+                table,
+            )
         };
-        for digest in digests {
-            let Some(target) = routing.target_by_key(&digest.key).cloned() else {
+        let due = digests
+            .into_iter()
+            .map(|d| (d.key, d.route_id, d.event, Duration::ZERO, false))
+            .chain(
+                repeats
+                    .into_iter()
+                    .map(|r| (r.key, r.route_id, r.event, r.repeat_interval, true)),
+            );
+        for (key, route_id, event, repeat_interval, repeat) in due {
+            let Some(target) = routing.target_by_key(&key).cloned() else {
                 // The integration is gone from the routes file.
-                shared
-                    .lock()
-                    .nflog
-                    .budget_mut()
-                    .finished(&digest.event.event_id);
+                if !repeat {
+                    shared.lock().nflog.budget_mut().finished(&event.event_id);
+                }
                 continue;
             };
-            self.metrics.digests.fetch_add(1, Relaxed);
+            let counter = if repeat {
+                &self.metrics.repeats
+            } else {
+                &self.metrics.digests
+            };
+            counter.fetch_add(1, Relaxed);
             let to = Addressee {
-                route_id: digest.route_id,
+                route_id,
                 receiver: target.receiver.clone(),
                 integration: target.kind.as_str().to_owned(),
                 destination: target.destination().to_owned(),
             };
             self.dispatcher.submit(Job {
-                event: Arc::new(digest.event),
+                event: Arc::new(event),
                 target,
                 to,
-                repeat_interval: Duration::ZERO,
-                repeat: false,
+                repeat_interval,
+                repeat,
                 offset: None,
                 part: shared.clone(),
+                recorder: part.recorder.clone(),
                 redactor: routing.redactor.clone(),
             });
         }
-        for repeat in repeats {
-            let Some(target) = routing.target_by_key(&repeat.key).cloned() else {
-                continue; // the integration is gone from the routes file
-            };
-            self.metrics.repeats.fetch_add(1, Relaxed);
-            let to = Addressee {
-                route_id: repeat.route_id,
-                receiver: target.receiver.clone(),
-                integration: target.kind.as_str().to_owned(),
-                destination: target.destination().to_owned(),
-            };
-            self.dispatcher.submit(Job {
-                event: Arc::new(repeat.event),
-                target,
-                to,
-                repeat_interval: repeat.repeat_interval,
-                repeat: true,
-                offset: None,
-                part: shared.clone(),
-                redactor: routing.redactor.clone(),
-            });
-        }
-        let Some(nflog) = snapshot else {
-            part.last_flush = Instant::now();
+        let Some(segment) = snapshot else {
             return Ok(());
         };
-        let part = &self.partitions[tp];
-        let (seq, durable) = (part.seq, part.durable());
-        let result = self.persist(tp, seq, durable, nflog).await;
-        let part = self.partitions.get_mut(tp).expect("listed");
-        match result {
-            Ok(wrote_rows) => {
-                part.rows.clear();
-                part.journals.clear();
-                if wrote_rows {
-                    part.seq += 1;
-                }
-                part.checkpointed = durable;
-                part.last_flush = Instant::now();
-                Ok(())
-            }
-            Err(e) => {
-                // Keep everything for the retry (same object names).
-                shared.lock().dirty = true;
-                Err(e)
-            }
+        if table {
+            part.last_table = Instant::now();
         }
-    }
-
-    /// Rows, then the checkpoint, then the journal entries it covers. Returns whether
-    /// rows were written.
-    async fn persist(
-        &self,
-        tp: &TopicPartition,
-        seq: u64,
-        durable: Offset,
-        nflog: super::nflog::Nflog,
-    ) -> Result<bool, NotifyError> {
-        let part = &self.partitions[tp];
-        let wrote_rows = !part.rows.is_empty();
-        if wrote_rows {
-            self.write_rows(tp, seq, &part.rows).await?;
-        }
-        let checkpoint = Checkpoint {
-            seq: if wrote_rows { seq + 1 } else { seq },
-            next_offset: durable,
-            nflog,
+        let flush = Flush {
+            writer: self.writer.clone(),
+            store: self.store.clone(),
+            tp: tp.clone(),
+            seq: part.seq,
+            spool: part.spool.clone(),
+            spool_next: part.spool_next,
+            segments: part.segments.clone(),
+            segment_next: part.segment_next,
+            durable: part.durable(),
+            segment,
+            fresh: std::mem::take(&mut part.rows),
+            table: table.then(|| std::mem::take(&mut part.spooled)),
+            journals: std::mem::take(&mut part.journals),
         };
-        self.store.save(tp, &checkpoint).await?;
-        self.store.forget(&part.journals).await?;
-        Ok(wrote_rows)
-    }
-
-    /// One object per (tenant, date, hour), named after the partition and `seq`, so a
-    /// replay after a crash overwrites it.
-    async fn write_rows(
-        &self,
-        tp: &TopicPartition,
-        seq: u64,
-        rows: &[NotificationRow],
-    ) -> Result<(), NotifyError> {
-        let batches = rows::batches(rows)
-            .map_err(|e| NotifyError::Fatal(format!("building notification rows: {e}")))?;
-        let name = format!("{}-{}-{:020}.parquet", tp.topic, tp.partition, seq);
-        let writes = batches.iter().map(|(key, batch)| {
-            let path = key
-                .dir(&self.target.root, Table::Notifications)
-                .join(name.as_str());
-            async move {
-                let bytes = self.encoder.encode(batch, &key.tenant)?;
-                let len = bytes.len() as u64;
-                self.target.put_durable(&path, bytes).await?;
-                self.stats
-                    .rows_written
-                    .fetch_add(batch.num_rows() as u64, Relaxed);
-                self.stats.bytes_written.fetch_add(len, Relaxed);
-                self.stats.files_written.fetch_add(1, Relaxed);
-                Ok::<_, OperatorError>(())
-            }
-        });
-        futures::future::try_join_all(writes).await?;
+        part.flushing = Some(tokio::spawn(flush.run()));
+        if all {
+            self.collect(tp, true).await?;
+        }
         Ok(())
     }
 }
@@ -480,9 +445,11 @@ impl Operator for NotifyOperator {
     }
 
     fn flush_due(&self) -> bool {
-        self.partitions
-            .values()
-            .any(|p| p.last_flush.elapsed() >= self.config.flush_interval)
+        self.partitions.values().any(|p| match &p.flushing {
+            // Its checkpoint's offset is ready to commit.
+            Some(task) => task.is_finished(),
+            None => p.last_flush.elapsed() >= self.config.flush_interval,
+        })
     }
 
     async fn flush(
@@ -508,7 +475,9 @@ impl Operator for NotifyOperator {
             }
             let due = self.partitions[&tp].last_flush.elapsed() >= self.config.flush_interval;
             if all || due {
-                self.flush_one(&tp).await?;
+                self.flush_one(&tp, all).await?;
+            } else {
+                self.collect(&tp, false).await?;
             }
             let part = self.partitions.get_mut(&tp).expect("listed");
             let durable = part.checkpointed;
@@ -523,7 +492,7 @@ impl Operator for NotifyOperator {
     fn release(&mut self, partitions: &[TopicPartition]) {
         for tp in partitions {
             if let Some(part) = self.partitions.remove(tp) {
-                part.shared.cancel();
+                part.stop();
             }
         }
     }
@@ -532,7 +501,7 @@ impl Operator for NotifyOperator {
 impl Drop for NotifyOperator {
     fn drop(&mut self) {
         for part in self.partitions.values() {
-            part.shared.cancel();
+            part.stop();
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The operator's side of one log partition: which records still have notifications in
 //! flight (so the offset committed never passes one of them), the rows and journal
-//! entries the next flush writes and folds in, and where the last checkpoint stands.
+//! objects the next flush writes and folds in, the flush running in the background, and
+//! where the last checkpoint stands.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,13 +10,20 @@ use std::time::Instant;
 use mcpulse_bus::{Offset, TopicPartition};
 use object_store::path::Path;
 
-use super::nflog::Nflog;
+use super::error::NotifyError;
+use super::flush::Flushed;
+use super::nflog::Segment;
+use super::recorder::Recorder;
 use super::rows::NotificationRow;
 use super::shared::{PartInner, PartShared};
-use super::store::{Checkpoint, JournalEntry};
+use super::store::{Checkpoint, Loaded, NotifyStore};
 
 pub struct Partition {
     pub shared: Arc<PartShared>,
+    /// Puts finished notifications on record (group commit of the journal).
+    pub recorder: Recorder,
+    /// The flush running in the background, if any (one at a time).
+    pub flushing: Option<tokio::task::JoinHandle<Flushed>>,
     /// Sequence number of the next `notifications` object.
     pub seq: u64,
     /// Records below this were finished when the loaded checkpoint was taken.
@@ -24,9 +32,26 @@ pub struct Partition {
     pub next_offset: Offset,
     /// Records whose notifications are not all finished: offset → how many are left.
     outstanding: BTreeMap<Offset, u32>,
-    /// Rows the next flush writes.
+    /// Rows finished since the last flush (the next one spools them).
     pub rows: Vec<NotificationRow>,
-    /// Journal entries the next checkpoint covers (then deleted).
+    /// Rows spooled, not yet in the table.
+    pub spooled: Vec<NotificationRow>,
+    /// The spool objects holding them, as the last checkpoint lists them.
+    pub spool: Vec<u64>,
+    /// Number of the next spool object.
+    pub spool_next: u64,
+    /// The notification log's segments, as the last checkpoint lists them.
+    pub segments: Vec<u64>,
+    /// Number of the next segment.
+    pub segment_next: u64,
+    /// Incidents in the segments after the full one (when they outnumber the log, the
+    /// next segment is a full one).
+    pub since_full: usize,
+    /// The next segment must be a full one (a flush failed after taking its changes).
+    pub need_full: bool,
+    /// When the spooled rows were last written to the table.
+    pub last_table: Instant,
+    /// Journal objects the next checkpoint covers (then deleted).
     pub journals: Vec<Path>,
     /// The offset the last checkpoint covers.
     pub checkpointed: Offset,
@@ -40,16 +65,22 @@ impl Partition {
     /// (in event-time order, so the latest handle wins). Entries the checkpoint already
     /// covers only need deleting; the others are folded in and their rows written again
     /// under the same object name.
-    pub fn restore(
-        tp: TopicPartition,
-        checkpoint: Option<Checkpoint>,
-        mut journal: Vec<(Path, JournalEntry)>,
-    ) -> Self {
+    /// Starts the partition's recorder (on the current Tokio runtime).
+    pub fn restore(tp: TopicPartition, loaded: Loaded, store: &NotifyStore) -> Self {
+        let Loaded {
+            checkpoint,
+            mut nflog,
+            spooled,
+            mut journal,
+        } = loaded;
         let Checkpoint {
             seq,
             next_offset,
-            mut nflog,
-        } = checkpoint.unwrap_or_default();
+            segments,
+            segment_next,
+            spool,
+            spool_next,
+        } = checkpoint;
         journal.sort_by_key(|(_, entry)| entry.event.time);
         let (mut rows, mut journals, mut dirty) = (Vec::new(), Vec::new(), false);
         for (path, entry) in journal {
@@ -58,17 +89,29 @@ impl Partition {
                 rows.extend(entry.rows);
                 dirty = true;
             }
-            journals.push(path);
+            if !journals.contains(&path) {
+                journals.push(path);
+            }
         }
         let shared = PartShared::new(tp, nflog);
         shared.lock().dirty = dirty;
         Partition {
+            recorder: Recorder::spawn(store.clone(), shared.clone()),
+            flushing: None,
             shared,
             seq,
             skip_below: next_offset,
             next_offset,
             outstanding: BTreeMap::new(),
             rows,
+            spooled,
+            spool,
+            spool_next,
+            since_full: 0,
+            need_full: false,
+            segments,
+            segment_next,
+            last_table: Instant::now(),
             journals,
             checkpointed: next_offset,
             reported: None,
@@ -114,23 +157,92 @@ impl Partition {
         }
     }
 
-    /// A copy of the notification log (for a checkpoint).
-    pub fn nflog(inner: &PartInner) -> Nflog {
-        inner.nflog.clone()
+    /// The partition was released (or the operator dropped): queued notifications are
+    /// dropped and a background flush is cut short; the next owner redoes whatever is not
+    /// on record.
+    pub fn stop(&self) {
+        self.shared.cancel();
+        if let Some(task) = &self.flushing {
+            task.abort();
+        }
+    }
+
+    /// Takes in a background flush that ended: on success, where the checkpoint now
+    /// stands; on failure, what it took goes back (ahead of what came since) for the
+    /// next attempt.
+    pub fn flushed(&mut self, done: Flushed) -> Result<(), NotifyError> {
+        let Flushed {
+            result,
+            seq,
+            spool,
+            spool_next,
+            segments,
+            segment_next,
+            durable,
+            full,
+            segment_len,
+            mut fresh,
+            table,
+            mut journals,
+            undeleted,
+        } = done;
+        self.journals.extend(undeleted);
+        match result {
+            Ok(()) => {
+                (self.seq, self.spool, self.spool_next) = (seq, spool, spool_next);
+                (self.segments, self.segment_next) = (segments, segment_next);
+                self.since_full = if full {
+                    0
+                } else {
+                    self.since_full + segment_len
+                };
+                self.checkpointed = durable;
+                if table.is_none() {
+                    self.spooled.append(&mut fresh);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                fresh.append(&mut self.rows);
+                self.rows = fresh;
+                journals.append(&mut self.journals);
+                self.journals = journals;
+                if let Some(table) = table {
+                    self.spooled = table;
+                }
+                self.need_full = true;
+                self.shared.lock().dirty = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// The notification log's segment for the next checkpoint: its changes, or all of
+    /// it when the changes written since the last full segment add up to more than the
+    /// log (so reading it back costs at most about twice its size).
+    pub fn segment(&mut self, inner: &mut PartInner) -> Segment {
+        const MAX_SEGMENTS: usize = 64;
+        let full = self.need_full
+            || self.segments.is_empty()
+            || self.segments.len() >= MAX_SEGMENTS
+            || self.since_full + inner.nflog.changes() > inner.nflog.len().max(1024);
+        self.need_full = false;
+        inner.nflog.segment(full)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::nflog::Finished;
+    use crate::notify::nflog::{Finished, Nflog};
     use crate::notify::shared::Completion;
-    use crate::notify::testutil::event;
+    use crate::notify::store::JournalEntry;
+    use crate::notify::testutil::{event, memory_store};
 
-    #[test]
-    fn the_durable_offset_stops_at_the_first_record_with_notifications_in_flight() {
+    #[tokio::test]
+    async fn the_durable_offset_stops_at_the_first_record_with_notifications_in_flight() {
         let tp = TopicPartition::new("alerts", 0);
-        let mut p = Partition::restore(tp, None, Vec::new());
+        let mut p = Partition::restore(tp, Loaded::default(), &memory_store());
         p.hold(3, 2);
         p.hold(5, 1);
         p.next_offset = 7;
@@ -159,8 +271,8 @@ mod tests {
         assert_eq!(p.journals.len(), 1);
     }
 
-    #[test]
-    fn restore_folds_in_journal_entries_the_checkpoint_does_not_cover() {
+    #[tokio::test]
+    async fn restore_folds_in_journal_entries_the_checkpoint_does_not_cover() {
         let tp = TopicPartition::new("alerts", 1);
         let e1 = event("acme", "i1", "e1");
         let e2 = event("acme", "i1", "e2");
@@ -184,22 +296,28 @@ mod tests {
         };
         let p = Partition::restore(
             tp,
-            Some(Checkpoint {
-                seq: 4,
-                next_offset: 10,
+            Loaded {
+                checkpoint: Checkpoint {
+                    seq: 4,
+                    next_offset: 10,
+                    ..Checkpoint::default()
+                },
                 nflog,
-            }),
-            vec![
-                (Path::from("j/a.json"), entry(&e1)),
-                (Path::from("j/b.json"), entry(&e2)),
-            ],
+                spooled: Vec::new(),
+                journal: vec![
+                    (Path::from("j/a.ndjson"), entry(&e1)),
+                    (Path::from("j/b.ndjson"), entry(&e2)),
+                    (Path::from("j/b.ndjson"), entry(&e1)),
+                ],
+            },
+            &memory_store(),
         );
         assert_eq!((p.seq, p.skip_below, p.durable()), (4, 10, 10));
         assert_eq!(p.rows.len(), 1, "only e2's rows: e1 was checkpointed");
         assert_eq!(
             p.journals.len(),
             2,
-            "both deleted after the next checkpoint"
+            "both objects deleted after the next checkpoint, each once"
         );
         let inner = p.shared.lock();
         assert!(inner.dirty && inner.nflog.is_done("i1", "k", "e2"));

@@ -135,7 +135,9 @@ fn ns(t: DateTime<Utc>) -> i64 {
 }
 
 /// One batch per (tenant, date, hour).
-pub fn batches(rows: &[NotificationRow]) -> arrow::error::Result<Vec<(PartitionKey, RecordBatch)>> {
+pub fn batches<'a>(
+    rows: impl IntoIterator<Item = &'a NotificationRow>,
+) -> arrow::error::Result<Vec<(PartitionKey, RecordBatch)>> {
     let mut groups: BTreeMap<PartitionKey, Vec<&NotificationRow>> = BTreeMap::new();
     for r in rows {
         groups

@@ -1,11 +1,25 @@
 //! Durable state of the stage, next to the archive under `{root}/_state/notify/{topic}/`:
 //!
-//! * `{partition}.checkpoint.json` — the partition's notification log, the offset it
-//!   covers and the sequence number of the next `notifications` object;
-//! * `{partition}.journal/{id}.json` — one entry per notification finished since that
-//!   checkpoint, written (and fsynced) the moment it finished: a crash after a send but
-//!   before the next checkpoint keeps the send on record, so the replay does not repeat
-//!   it. A checkpoint folds the entries in, then they are deleted.
+//! * `{partition}.checkpoint.json` — the offset the partition's checkpoint covers, the
+//!   segments of its notification log, the spool objects not yet written to the table
+//!   and the numbers of the next segment, spool and `notifications` objects;
+//! * `{partition}.nflog/{n}.json` — a [`Segment`] of the notification log: a full one,
+//!   then the changes of each checkpoint since (a full one is written again once the
+//!   changes add up, and the segments before it are deleted). Immutable once listed; an
+//!   unlisted one is overwritten by the next attempt, like a spool object;
+//! * `{partition}.spool/{n}.ndjson` — the attempts (rows of the `notifications` table)
+//!   finished between two checkpoints, one object per checkpoint, until they are written
+//!   to the table as Parquet (every `table_interval`: far fewer, bigger objects than one
+//!   per tenant and hour at every checkpoint). An object is immutable once a checkpoint
+//!   lists it; one written by a checkpoint that did not complete is overwritten by the
+//!   next attempt (same `n`), whose rows it is a subset of;
+//! * `{partition}.journal/{time}-{nonce}.ndjson` — the notifications finished since that
+//!   checkpoint, one JSON entry per line, written (and fsynced) as they finish: a crash
+//!   after a send but before the next checkpoint keeps the send on record, so the replay
+//!   does not repeat it. Notifications that finish while a journal object is being
+//!   written share the next one (group commit: one object and one fsync for all of
+//!   them, see [`super::recorder`]). A checkpoint folds the entries in, then the objects
+//!   are deleted.
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -16,10 +30,11 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::error::NotifyError;
-use super::nflog::{Finished, LastSent, Nflog};
+use super::nflog::{Finished, LastSent, Nflog, Segment};
 use super::rows::NotificationRow;
 
 /// A checkpoint of one partition.
@@ -29,7 +44,28 @@ pub struct Checkpoint {
     pub seq: u64,
     /// Every record below this offset has all its notifications finished.
     pub next_offset: Offset,
+    /// The segments of the notification log, a full one first.
+    pub segments: Vec<u64>,
+    /// Number of the next segment.
+    pub segment_next: u64,
+    /// Spool objects whose rows are not in the table yet, oldest first.
+    #[serde(default)]
+    pub spool: Vec<u64>,
+    /// Number of the next spool object.
+    #[serde(default)]
+    pub spool_next: u64,
+}
+
+/// A partition's durable state, as read back when it is assigned.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub checkpoint: Checkpoint,
+    /// Rebuilt from the checkpoint's segments.
     pub nflog: Nflog,
+    /// The rows of the checkpoint's spool objects.
+    pub spooled: Vec<NotificationRow>,
+    /// Journal entries written after the checkpoint, with the objects they are in.
+    pub journal: Vec<(Path, JournalEntry)>,
 }
 
 /// One finished notification, as the journal keeps it until the next checkpoint.
@@ -43,17 +79,6 @@ pub struct JournalEntry {
     pub sent: Option<LastSent>,
     /// Its attempts, for the `notifications` table.
     pub rows: Vec<NotificationRow>,
-}
-
-impl JournalEntry {
-    /// Object name: derived from what was delivered, so a redo overwrites.
-    fn id(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(self.key.as_bytes());
-        h.update(b"\n");
-        h.update(self.event.event_id.as_bytes());
-        hex::encode(&h.finalize()[..16])
-    }
 }
 
 /// Reads and writes the stage's state in the archive.
@@ -83,6 +108,61 @@ impl NotifyStore {
     fn checkpoint_path(&self, tp: &TopicPartition) -> Path {
         self.dir(tp)
             .join(format!("{}.checkpoint.json", tp.partition).as_str())
+    }
+
+    /// Spool object `n` of the partition.
+    pub fn spool_path(&self, tp: &TopicPartition, n: u64) -> Path {
+        self.dir(tp)
+            .join(format!("{}.spool", tp.partition).as_str())
+            .join(format!("{n:020}.ndjson").as_str())
+    }
+
+    /// Writes spool object `n` of the partition durably (overwriting an unlisted one).
+    pub async fn spool(
+        &self,
+        tp: &TopicPartition,
+        n: u64,
+        rows: &[NotificationRow],
+    ) -> Result<(), NotifyError> {
+        let mut body = Vec::with_capacity(rows.len() * 512);
+        for row in rows {
+            serde_json::to_writer(&mut body, row)
+                .map_err(|e| NotifyError::Fatal(format!("serializing notify state: {e}")))?;
+            body.push(b'\n');
+        }
+        self.target
+            .put_durable(&self.spool_path(tp, n), Bytes::from(body))
+            .await
+            .map_err(NotifyError::from)
+    }
+
+    /// The rows of the listed spool objects, in order.
+    pub async fn spooled(
+        &self,
+        tp: &TopicPartition,
+        spool: &[u64],
+    ) -> Result<Vec<NotificationRow>, NotifyError> {
+        let mut rows = Vec::new();
+        for &n in spool {
+            let path = self.spool_path(tp, n);
+            let got = match self.target.store.get(&path).await {
+                Ok(got) => got,
+                // A listed object is never deleted before a checkpoint unlists it.
+                Err(e @ object_store::Error::NotFound { .. }) => {
+                    return Err(NotifyError::Fatal(format!(
+                        "notify spool object listed by the checkpoint is missing: {e}"
+                    )));
+                }
+                Err(e) => return Err(retryable("reading the notify spool", e)),
+            };
+            let bytes = got.bytes().await.map_err(|e| retryable("reading", e))?;
+            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                rows.push(serde_json::from_slice(line).map_err(|e| {
+                    NotifyError::Fatal(format!("corrupt notify spool {path}: {e}"))
+                })?);
+            }
+        }
+        Ok(rows)
     }
 
     fn journal_dir(&self, tp: &TopicPartition) -> Path {
@@ -117,6 +197,45 @@ impl NotifyStore {
         self.read(&self.checkpoint_path(tp)).await
     }
 
+    /// Everything the partition left on record: the checkpoint, the notification log it
+    /// lists, its spooled rows and the journal entries written since.
+    pub async fn load(&self, tp: &TopicPartition) -> Result<Loaded, NotifyError> {
+        let checkpoint = self.checkpoint(tp).await?.unwrap_or_default();
+        let mut segments = Vec::with_capacity(checkpoint.segments.len());
+        for &n in &checkpoint.segments {
+            let path = self.segment_path(tp, n);
+            let segment: Segment = self.read(&path).await?.ok_or_else(|| {
+                NotifyError::Fatal(format!(
+                    "notification log segment {path} listed by the checkpoint is missing"
+                ))
+            })?;
+            segments.push(segment);
+        }
+        Ok(Loaded {
+            nflog: Nflog::from_segments(segments),
+            spooled: self.spooled(tp, &checkpoint.spool).await?,
+            journal: self.journal_entries(tp).await?,
+            checkpoint,
+        })
+    }
+
+    /// Segment `n` of the partition's notification log.
+    pub fn segment_path(&self, tp: &TopicPartition, n: u64) -> Path {
+        self.dir(tp)
+            .join(format!("{}.nflog", tp.partition).as_str())
+            .join(format!("{n:020}.json").as_str())
+    }
+
+    /// Writes segment `n` durably (overwriting an unlisted one).
+    pub async fn segment(
+        &self,
+        tp: &TopicPartition,
+        n: u64,
+        segment: &Segment,
+    ) -> Result<(), NotifyError> {
+        self.write(&self.segment_path(tp, n), segment).await
+    }
+
     /// Writes the partition's checkpoint durably.
     pub async fn save(
         &self,
@@ -126,20 +245,30 @@ impl NotifyStore {
         self.write(&self.checkpoint_path(tp), checkpoint).await
     }
 
-    /// Records a finished notification durably; returns the entry's path.
+    /// Records finished notifications durably, in one new journal object; returns its
+    /// path. The name is new on every call (wall-clock time, a per-process nonce and a
+    /// counter), so a journal object is never overwritten, not even by a later owner of
+    /// the partition.
     pub async fn journal(
         &self,
         tp: &TopicPartition,
-        entry: &JournalEntry,
+        entries: &[&JournalEntry],
     ) -> Result<Path, NotifyError> {
-        let path = self
-            .journal_dir(tp)
-            .join(format!("{}.json", entry.id()).as_str());
-        self.write(&path, entry).await?;
+        let mut body = Vec::with_capacity(entries.len() * 1024);
+        for entry in entries {
+            serde_json::to_writer(&mut body, entry)
+                .map_err(|e| NotifyError::Fatal(format!("serializing notify state: {e}")))?;
+            body.push(b'\n');
+        }
+        let path = self.journal_dir(tp).join(journal_name().as_str());
+        self.target
+            .put_durable(&path, Bytes::from(body))
+            .await
+            .map_err(NotifyError::from)?;
         Ok(path)
     }
 
-    /// Every journal entry of the partition.
+    /// Every journal entry of the partition, with the object it is in.
     pub async fn journal_entries(
         &self,
         tp: &TopicPartition,
@@ -151,16 +280,26 @@ impl NotifyStore {
                 Err(object_store::Error::NotFound { .. }) => Vec::new(),
                 Err(e) => return Err(retryable("listing the notify journal", e)),
             };
-        let mut entries = Vec::with_capacity(listed.len());
+        let mut entries = Vec::new();
         for meta in listed {
-            if let Some(entry) = self.read::<JournalEntry>(&meta.location).await? {
-                entries.push((meta.location, entry));
+            let got = match self.target.store.get(&meta.location).await {
+                Ok(got) => got,
+                // Deleted by a checkpoint since the listing.
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(retryable("reading the notify journal", e)),
+            };
+            let bytes = got.bytes().await.map_err(|e| retryable("reading", e))?;
+            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let entry = serde_json::from_slice(line).map_err(|e| {
+                    NotifyError::Fatal(format!("corrupt notify journal {}: {e}", meta.location))
+                })?;
+                entries.push((meta.location.clone(), entry));
             }
         }
         Ok(entries)
     }
 
-    /// Deletes journal entries a checkpoint now covers.
+    /// Deletes objects a checkpoint now covers.
     pub async fn forget(&self, paths: &[Path]) -> Result<(), NotifyError> {
         for path in paths {
             match self.target.store.delete(path).await {
@@ -170,4 +309,22 @@ impl NotifyStore {
         }
         Ok(())
     }
+}
+
+/// A journal object name no other call, process or owner produces.
+fn journal_name() -> String {
+    static NONCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nonce = *NONCE.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{nanos:020}-{nonce:016x}-{:08}.ndjson",
+        COUNTER.fetch_add(1, Relaxed)
+    )
 }

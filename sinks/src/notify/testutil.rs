@@ -45,3 +45,12 @@ pub fn resolved(tenant: &str, incident: &str, event_id: &str, minutes: i64) -> A
     e.duration_s = Some(minutes as u64 * 60);
     e
 }
+
+/// A notify store in memory.
+pub fn memory_store() -> super::store::NotifyStore {
+    super::store::NotifyStore::new(mcpulse_processors::archive::ArchiveTarget {
+        store: std::sync::Arc::new(object_store::memory::InMemory::new()),
+        root: object_store::path::Path::from("archive"),
+        local_root: None,
+    })
+}

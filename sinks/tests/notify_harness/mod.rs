@@ -239,11 +239,15 @@ impl Stage {
         rows
     }
 
-    /// Journal entries not yet folded into a checkpoint.
-    pub fn journal(&self) -> Vec<PathBuf> {
-        files(&self.archive().join("_state/notify").join(ALERTS), "json")
+    /// Journal entries (lines of journal objects) not yet folded into a checkpoint.
+    pub fn journal(&self) -> Vec<String> {
+        files(&self.archive().join("_state/notify").join(ALERTS), "ndjson")
             .into_iter()
             .filter(|p| p.to_string_lossy().contains(".journal/"))
+            .flat_map(|p| {
+                let text = std::fs::read_to_string(p).unwrap();
+                text.lines().map(str::to_owned).collect::<Vec<_>>()
+            })
             .collect()
     }
 }
