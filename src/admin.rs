@@ -291,7 +291,8 @@ enum Change {
 
 /// Removes the tenant (or server) of `request` from every state object under
 /// `{archive}/_state/`: the analytic operators' checkpoints (checked to load as their
-/// state type afterwards), the notification stage's checkpoints and journal.
+/// state type afterwards), the notification stage's checkpoints, notification-log
+/// segments, journal and spooled rows.
 pub async fn forget_state(
     target: &ArchiveTarget,
     request: &DeletionRequest,
@@ -314,7 +315,11 @@ pub async fn forget_state(
             .collect();
         let name = parts.last().cloned().unwrap_or_default();
         let operator = parts.get(1).cloned().unwrap_or_default();
-        let in_journal = parts.len() >= 2 && parts[parts.len() - 2].ends_with(".journal");
+        let folder = if parts.len() >= 2 {
+            parts[parts.len() - 2].as_str()
+        } else {
+            ""
+        };
         if !(name.ends_with(".json") || name.ends_with(".ndjson"))
             || name.ends_with(".pending.json")
         {
@@ -326,8 +331,16 @@ pub async fn forget_state(
             Err(object_store::Error::NotFound { .. }) => continue,
             Err(e) => return Err(e).with_context(|| format!("reading {}", meta.location)),
         };
-        let change = if in_journal {
-            journal(&bytes, &forget)
+        let change = if folder.ends_with(".journal") {
+            lines::<mcpulse_sinks::notify::store::JournalEntry>(&bytes, &forget)
+        } else if folder.ends_with(".spool") {
+            lines::<mcpulse_sinks::notify::rows::NotificationRow>(&bytes, &forget)
+        } else if folder.ends_with(".nflog") {
+            document(&bytes, &forget, |v| {
+                serde_json::from_value::<mcpulse_sinks::notify::nflog::Segment>(v.clone())
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
         } else if name.ends_with(".checkpoint.json") {
             checkpoint(&operator, &bytes, &forget, &request.id)
         } else {
@@ -420,22 +433,22 @@ fn document(
         .map_err(|e| e.to_string())
 }
 
-/// A journal object of the notification stage: one entry (`.json`) or one per line
-/// (`.ndjson`); entries of the target go, the object too when none is left.
-fn journal(bytes: &[u8], forget: &Forget) -> Result<Change, String> {
+/// An object of the notification stage with one `T` per line (journal entries, spooled
+/// rows); lines of the target go, the object too when none is left.
+fn lines<T: serde::de::DeserializeOwned>(bytes: &[u8], forget: &Forget) -> Result<Change, String> {
     let mut kept = Vec::new();
     let mut changed = false;
     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let mut entry: Value =
-            serde_json::from_slice(line).map_err(|e| format!("not a journal entry: {e}"))?;
+            serde_json::from_slice(line).map_err(|e| format!("not a JSON line: {e}"))?;
         if forget.owns(&entry) {
             changed = true;
             continue;
         }
         if forget.scrub(&mut entry) {
             changed = true;
-            serde_json::from_value::<mcpulse_sinks::notify::store::JournalEntry>(entry.clone())
-                .map_err(|e| format!("a journal entry without {forget:?} does not load: {e}"))?;
+            serde_json::from_value::<T>(entry.clone())
+                .map_err(|e| format!("a line without {forget:?} does not load: {e}"))?;
         }
         kept.push(entry);
     }

@@ -5,6 +5,7 @@
 //! tenant leaving no row in any table and nothing in the operators' state.
 
 mod common;
+mod stand_ins;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -674,12 +675,27 @@ fn wait_until(what: &str, m: &Mcpulse, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn deleting_a_server_then_a_tenant_leaves_no_row_and_no_state() {
-    let mut m = Mcpulse::start(
+    // Incidents are delivered too, so the notification stage has state (its log,
+    // journal, spooled rows) and rows of acme to forget.
+    let pd = stand_ins::StandIn::pagerduty();
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.yaml");
+    std::fs::write(
+        &routes,
+        format!(
+            "receivers:\n  - name: oncall\n    pagerduty: {{ routing_key: \"maint-pd-r0uting-key-0123456789ab\", url: \"{}\" }}\nroute:\n  id: root\n  receiver: oncall\n",
+            pd.url
+        ),
+    )
+    .unwrap();
+    let mut m = Mcpulse::start(&format!(
         "archive:\n  flush_interval: 300ms\n  maintenance:\n    interval: 500ms\n    deletion_poll: 200ms\n    delete_delay: 0s\n\
          signals:\n  allowed_lateness: 2s\n  idle_timeout: 2s\n  flush_interval: 300ms\n\
-         incidents:\n  flush_interval: 200ms\n  storm: { hold: 0s }\n\
-         drift:\n  flush_interval: 300ms\n",
-    );
+         incidents:\n  flush_interval: 200ms\n  storm: {{ hold: 0s }}\n\
+         drift:\n  flush_interval: 300ms\n\
+         notify:\n  routes: {}\n  flush_interval: 300ms\n  table_interval: 1h\n",
+        routes.display()
+    ));
     // acme: weather fails for 6 minutes in both regions (an incident that opens and
     // resolves), search is healthy; both send spans. globex: the same server names.
     let mut acme = Vec::new();
@@ -708,6 +724,14 @@ fn deleting_a_server_then_a_tenant_leaves_no_row_and_no_state() {
     );
     wait_until("globex's signals", &m, || {
         rows(&m, "globex", None)["signals"] > 0
+    });
+    // The trigger and resolve delivered; their attempts are spooled, not yet in the
+    // table (table_interval 1h): the deletion must reach them in the stage.
+    pd.wait_for(2, Duration::from_secs(60));
+    wait_until("acme's notification state", &m, || {
+        state_holding(&m, &Forget::tenant("acme"))
+            .iter()
+            .any(|f| f.contains(".spool/"))
     });
     // Let every stage settle (windows closed, state checkpointed).
     std::thread::sleep(Duration::from_secs(3));

@@ -54,6 +54,7 @@ pub async fn start_notify(
         dlq_topic: config.topics.dlq(),
         metrics: metrics.clone(),
         stats: stats.clone(),
+        deletion_poll: Some(config.archive.maintenance.deletion_poll),
     })
     .context("notify.routes")?;
     info!(

@@ -164,6 +164,32 @@ fn window_start(now: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
 }
 
 impl BudgetLog {
+    /// Drops what concerns a deleted tenant (`server: None`) or one of its servers
+    /// (`mcpulse admin delete`): its budget window, and its digests or their entries
+    /// (the servers are named in the entries' subjects' incidents, which the caller has
+    /// forgotten: entries of those incidents go). Returns whether anything changed.
+    pub fn forget(&mut self, tenant: &str, incidents: &dyn Fn(&str) -> bool, whole: bool) -> bool {
+        let before = (self.windows.len(), self.digests.len(), self.sending.len());
+        let mut changed = false;
+        if whole {
+            self.windows.remove(tenant);
+            self.digests.retain(|_, d| d.tenant != tenant);
+            self.sending.retain(|_, s| s.digest.tenant != tenant);
+        } else {
+            let mut prune = |d: &mut PendingDigest| {
+                if d.tenant == tenant {
+                    let n = d.entries.len();
+                    d.entries.retain(|e| !incidents(&e.incident_id));
+                    changed |= d.entries.len() != n;
+                }
+                !(d.tenant == tenant && d.entries.is_empty() && d.dropped == 0)
+            };
+            self.digests.retain(|_, d| prune(d));
+            self.sending.retain(|_, s| prune(&mut s.digest));
+        }
+        changed || before != (self.windows.len(), self.digests.len(), self.sending.len())
+    }
+
     /// Takes one new incident of `tenant` at `now` against its budget: admitted while
     /// the window has room.
     pub fn admit(&mut self, config: &BudgetConfig, tenant: &str, now: DateTime<Utc>) -> Admission {

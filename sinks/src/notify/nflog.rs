@@ -189,6 +189,28 @@ impl Nflog {
         }
     }
 
+    /// Forgets a deleted tenant (`server: None`) or one of its servers (`mcpulse admin
+    /// delete`): their incidents and budget. Returns how many incidents went.
+    pub fn forget(&mut self, tenant: &str, server: Option<&str>) -> usize {
+        let gone: BTreeSet<String> = self
+            .incidents
+            .iter()
+            .filter(|(_, log)| {
+                let e = &log.last_event;
+                e.tenant == tenant && server.is_none_or(|s| e.server.as_deref() == Some(s))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &gone {
+            self.incidents.remove(id);
+            self.changed.remove(id);
+            self.removed.insert(id.clone());
+        }
+        self.budget
+            .forget(tenant, &|id| gone.contains(id), server.is_none());
+        gone.len()
+    }
+
     /// Rebuilds a log from its segments, oldest (a full one) first.
     pub fn from_segments(segments: impl IntoIterator<Item = Segment>) -> Self {
         let mut log = Nflog::default();

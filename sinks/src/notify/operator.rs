@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use mcpulse_bus::{Offset, Producer, Record, TopicPartition};
+use mcpulse_processors::archive::maintenance::DeletionWatch;
 use mcpulse_processors::archive::{ArchiveConfig, ArchiveTarget, TableWriter};
 use mcpulse_processors::stats::RuntimeStats;
 use mcpulse_processors::{Operator, OperatorError};
@@ -49,6 +50,9 @@ pub struct NotifySetup {
     pub dlq_topic: String,
     pub metrics: Arc<NotifyMetrics>,
     pub stats: Arc<RuntimeStats>,
+    /// How often to look for deletion requests of `mcpulse admin delete` (whose tenant
+    /// or server the stage then forgets); `None`: never.
+    pub deletion_poll: Option<Duration>,
 }
 
 /// Delivers `alerts.v1` to the receivers of `routes.yaml`.
@@ -63,6 +67,7 @@ pub struct NotifyOperator {
     tenant_header: String,
     partitions: HashMap<TopicPartition, Partition>,
     metrics: Arc<NotifyMetrics>,
+    deletions: Option<DeletionWatch>,
 }
 
 impl NotifyOperator {
@@ -77,6 +82,7 @@ impl NotifyOperator {
             dlq_topic,
             metrics,
             stats,
+            deletion_poll,
         } = setup;
         let routes = config
             .routes
@@ -93,7 +99,7 @@ impl NotifyOperator {
             metrics: metrics.clone(),
         });
         Ok(NotifyOperator {
-            writer: TableWriter::new(Table::Notifications, archive.clone(), target, stats),
+            writer: TableWriter::new(Table::Notifications, archive.clone(), target.clone(), stats),
             tenant_header: archive.tenant_header.clone(),
             config,
             http,
@@ -103,6 +109,7 @@ impl NotifyOperator {
             store,
             partitions: HashMap::new(),
             metrics,
+            deletions: deletion_poll.map(|poll| DeletionWatch::new(target.clone(), poll)),
         })
     }
 
@@ -117,7 +124,13 @@ impl NotifyOperator {
         }
         let loaded = self.store.load(tp).await?;
         let pending = loaded.journal.len();
-        let part = Partition::restore(tp.clone(), loaded, &self.store);
+        let mut part = Partition::restore(tp.clone(), loaded, &self.store);
+        self.watch_deletions().await;
+        if let Some(watch) = &self.deletions {
+            for request in watch.known() {
+                part.forget(request);
+            }
+        }
         info!(partition = %tp, next_offset = part.skip_below, incidents = part.shared.lock().nflog.len(), journal_entries = pending, "notification log restored");
         self.partitions.insert(tp.clone(), part);
         Ok(())
@@ -232,6 +245,29 @@ impl NotifyOperator {
         }
     }
 
+    /// Looks for new deletion requests (if due) and forgets their tenant or server in
+    /// every partition. A failure to look is logged and tried again later.
+    async fn watch_deletions(&mut self) {
+        let Some(watch) = &mut self.deletions else {
+            return;
+        };
+        if !watch.due() {
+            return;
+        }
+        match watch.refresh().await {
+            Ok(new) => {
+                for request in &new {
+                    for part in self.partitions.values_mut() {
+                        part.forget(request);
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read deletion requests; trying again later")
+            }
+        }
+    }
+
     /// Reloads the routes and silences files if they changed.
     fn reload(&mut self) {
         let interval = self.config.reload_interval;
@@ -306,8 +342,9 @@ impl NotifyOperator {
             let mut inner = shared.lock();
             part.absorb(&mut inner);
             let spooled = part.spooled.len() + part.rows.len();
-            let table = spooled > 0
+            let table = (spooled > 0 || part.table_now)
                 && (all
+                    || part.table_now
                     || part.last_table.elapsed() >= self.config.table_interval
                     || spooled >= self.config.table_rows);
             if inner.nflog.prune(now, retention, open_retention) > 0 {
@@ -388,6 +425,7 @@ impl NotifyOperator {
         };
         if table {
             part.last_table = Instant::now();
+            part.table_now = false;
         }
         let flush = Flush {
             writer: self.writer.clone(),
@@ -458,6 +496,7 @@ impl Operator for NotifyOperator {
         all: bool,
     ) -> Result<Vec<(TopicPartition, Offset)>, OperatorError> {
         self.reload();
+        self.watch_deletions().await;
         let mut tps: Vec<TopicPartition> = match partitions {
             Some(p) => p
                 .iter()

@@ -17,6 +17,8 @@ use super::recorder::Recorder;
 use super::rows::NotificationRow;
 use super::shared::{PartInner, PartShared};
 use super::store::{Checkpoint, Loaded, NotifyStore};
+use mcpulse_processors::archive::maintenance::DeletionRequest;
+use tracing::info;
 
 pub struct Partition {
     pub shared: Arc<PartShared>,
@@ -47,8 +49,11 @@ pub struct Partition {
     /// Incidents in the segments after the full one (when they outnumber the log, the
     /// next segment is a full one).
     pub since_full: usize,
-    /// The next segment must be a full one (a flush failed after taking its changes).
+    /// The next segment must be a full one (a flush failed after taking its changes, or
+    /// a deletion removed incidents).
     pub need_full: bool,
+    /// The next flush writes the table (a deletion removed spooled rows).
+    pub table_now: bool,
     /// When the spooled rows were last written to the table.
     pub last_table: Instant,
     /// Journal objects the next checkpoint covers (then deleted).
@@ -109,6 +114,7 @@ impl Partition {
             spool_next,
             since_full: 0,
             need_full: false,
+            table_now: false,
             segments,
             segment_next,
             last_table: Instant::now(),
@@ -164,6 +170,26 @@ impl Partition {
         self.shared.cancel();
         if let Some(task) = &self.flushing {
             task.abort();
+        }
+    }
+
+    /// Forgets the tenant or server of a deletion request (`mcpulse admin delete`): its
+    /// incidents and budget in the notification log, its rows not yet in the table. The
+    /// next checkpoint writes the whole log, and the next flush writes the table (so no
+    /// spool object keeps its rows).
+    pub fn forget(&mut self, request: &DeletionRequest) {
+        let (tenant, server) = (request.tenant.as_str(), request.server.as_deref());
+        let of_target =
+            |r: &NotificationRow| r.tenant == tenant && server.is_none_or(|s| r.server == s);
+        let rows = self.rows.len() + self.spooled.len();
+        self.rows.retain(|r| !of_target(r));
+        self.spooled.retain(|r| !of_target(r));
+        let incidents = self.shared.lock().nflog.forget(tenant, server);
+        if incidents > 0 || rows != self.rows.len() + self.spooled.len() {
+            self.need_full = true;
+            self.table_now = true;
+            self.shared.lock().dirty = true;
+            info!(partition = %self.shared.tp, request = %request.id, incidents, "notification state of a deleted tenant or server dropped");
         }
     }
 
@@ -321,5 +347,42 @@ mod tests {
         );
         let inner = p.shared.lock();
         assert!(inner.dirty && inner.nflog.is_done("i1", "k", "e2"));
+    }
+
+    #[tokio::test]
+    async fn a_deletion_forgets_the_servers_incidents_and_rows_and_forces_a_full_rewrite() {
+        let tp = TopicPartition::new("alerts", 2);
+        let mut p = Partition::restore(tp, Loaded::default(), &memory_store());
+        let to = crate::notify::rows::Addressee {
+            route_id: "r".into(),
+            receiver: "x".into(),
+            integration: "webhook".into(),
+            destination: "d".into(),
+        };
+        for (tenant, incident) in [("acme", "i1"), ("globex", "i2")] {
+            let e = event(tenant, incident, &format!("{incident}-e"));
+            p.shared
+                .lock()
+                .nflog
+                .finish(&e, "k", &Finished::Skipped, None);
+            let row = crate::notify::rows::NotificationRow::new(
+                &e,
+                &to,
+                crate::notify::rows::Status::Sent,
+            );
+            p.rows.push(row.clone());
+            p.spooled.push(row);
+        }
+        let request = DeletionRequest::new("acme", Some("weather"), chrono::Utc::now());
+        p.forget(&request);
+        assert!(p.need_full && p.table_now);
+        assert!(
+            p.rows
+                .iter()
+                .chain(&p.spooled)
+                .all(|r| r.tenant == "globex")
+        );
+        let inner = p.shared.lock();
+        assert!(inner.nflog.incident("i1").is_none() && inner.nflog.incident("i2").is_some());
     }
 }

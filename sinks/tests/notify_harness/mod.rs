@@ -166,6 +166,7 @@ impl Stage {
             dlq_topic: DLQ.into(),
             metrics: self.metrics.clone(),
             stats: self.stats.clone(),
+            deletion_poll: None,
         })
         .unwrap()
     }
