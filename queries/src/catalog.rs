@@ -15,7 +15,7 @@ use mcpulse_schemas::tables::PARTITION_COLUMNS;
 use object_store::ObjectStore;
 use url::Url;
 
-use crate::visible_store::VisibleStore;
+use crate::visible_store::{ManifestCache, VisibleStore};
 
 /// Where the archive is and how to reach it.
 #[derive(Clone)]
@@ -24,6 +24,8 @@ pub struct ArchiveCatalog {
     pub root: Url,
     /// The store serving `root`'s scheme and host.
     pub store: Arc<dyn ObjectStore>,
+    /// Folder manifests read by earlier queries (they never change).
+    manifests: Arc<ManifestCache>,
 }
 
 impl ArchiveCatalog {
@@ -31,7 +33,11 @@ impl ArchiveCatalog {
         if !root.path().ends_with('/') {
             root.set_path(&format!("{}/", root.path()));
         }
-        Self { root, store }
+        Self {
+            root,
+            store,
+            manifests: Arc::default(),
+        }
     }
 
     /// Registers the store with `ctx` so listing tables can reach it. Listings go through
@@ -44,7 +50,13 @@ impl ArchiveCatalog {
             self.root.authority()
         ))
         .expect("valid base URL");
-        ctx.register_object_store(&base, Arc::new(VisibleStore::new(self.store.clone())));
+        ctx.register_object_store(
+            &base,
+            Arc::new(VisibleStore::with_cache(
+                self.store.clone(),
+                self.manifests.clone(),
+            )),
+        );
     }
 
     /// A listing table over every tenant's files of `table`, with `tenant`, `date` and

@@ -7,11 +7,15 @@
 //! for each folder whose listing shows a manifest, the latest one is read and applied,
 //! and live objects the listing missed are looked up. DataFusion lists a table once per
 //! query (and caches it for that query), so each query sees one consistent state.
+//!
+//! A manifest object is created once and never rewritten, so the manifests read are kept
+//! (in a [`ManifestCache`] the catalog shares between queries): a query over a month of
+//! compacted hours lists the folders but reads no manifest it has read before.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -26,16 +30,48 @@ use object_store::{
 
 /// Folders whose manifests are read at the same time.
 const CONCURRENCY: usize = 16;
+/// Manifests kept; past this the cache starts over.
+const CACHED_MANIFESTS: usize = 8192;
+
+/// Folder manifests already read, by object path.
+#[derive(Debug, Default)]
+pub struct ManifestCache {
+    entries: Mutex<HashMap<Path, Arc<FolderManifest>>>,
+}
+
+impl ManifestCache {
+    fn get(&self, path: &Path) -> Option<Arc<FolderManifest>> {
+        self.entries
+            .lock()
+            .expect("not poisoned")
+            .get(path)
+            .cloned()
+    }
+
+    fn put(&self, path: Path, manifest: Arc<FolderManifest>) {
+        let mut entries = self.entries.lock().expect("not poisoned");
+        if entries.len() >= CACHED_MANIFESTS {
+            entries.clear();
+        }
+        entries.insert(path, manifest);
+    }
+}
 
 /// Wraps a store so that listings honour folder manifests.
 #[derive(Debug)]
 pub struct VisibleStore {
     inner: Arc<dyn ObjectStore>,
+    manifests: Arc<ManifestCache>,
 }
 
 impl VisibleStore {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        Self { inner }
+        Self::with_cache(inner, Arc::default())
+    }
+
+    /// A store reading manifests through `manifests` (shared by the catalog's queries).
+    pub fn with_cache(inner: Arc<dyn ObjectStore>, manifests: Arc<ManifestCache>) -> Self {
+        Self { inner, manifests }
     }
 }
 
@@ -55,21 +91,27 @@ fn parent(location: &Path) -> Path {
 /// older generation deleted since the listing).
 async fn read_manifest(
     store: &dyn ObjectStore,
+    cache: &ManifestCache,
     folder: &Path,
     generation: u64,
-) -> Result<Option<FolderManifest>> {
+) -> Result<Option<Arc<FolderManifest>>> {
     let path = folder
         .clone()
         .join(folder_manifest::manifest_name(generation).as_str());
+    if let Some(manifest) = cache.get(&path) {
+        return Ok(Some(manifest));
+    }
     match store.get(&path).await {
         Ok(got) => {
             let bytes = got.bytes().await?;
-            serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| object_store::Error::Generic {
+            let manifest: FolderManifest =
+                serde_json::from_slice(&bytes).map_err(|e| object_store::Error::Generic {
                     store: "archive",
                     source: format!("corrupt folder manifest {path}: {e}").into(),
-                })
+                })?;
+            let manifest = Arc::new(manifest);
+            cache.put(path, manifest.clone());
+            Ok(Some(manifest))
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),
@@ -79,6 +121,7 @@ async fn read_manifest(
 /// The visible objects of one folder, given what a listing showed of it.
 pub async fn visible_in_folder(
     store: &dyn ObjectStore,
+    cache: &ManifestCache,
     folder: &Path,
     mut listed: Vec<ObjectMeta>,
 ) -> Result<Vec<ObjectMeta>> {
@@ -94,11 +137,11 @@ pub async fn visible_in_folder(
             let visibility = folder_manifest::visible(names(), None);
             return Ok(keep(listed, &visibility.visible));
         };
-        let Some(manifest) = read_manifest(store, folder, generation).await? else {
+        let Some(manifest) = read_manifest(store, cache, folder, generation).await? else {
             listed = store.list_with_delimiter(Some(folder)).await?.objects;
             continue;
         };
-        let visibility = folder_manifest::visible(names(), Some(&manifest));
+        let visibility = folder_manifest::visible(names(), Some(manifest.as_ref()));
         let mut out = keep(listed, &visibility.visible);
         for name in &visibility.unlisted_live {
             out.push(store.head(&folder.clone().join(name.as_str())).await?);
@@ -125,6 +168,7 @@ fn keep(listed: Vec<ObjectMeta>, visible: &[String]) -> Vec<ObjectMeta> {
 /// Applies the rule to a whole listing (any number of folders).
 async fn filter_listing(
     store: Arc<dyn ObjectStore>,
+    cache: Arc<ManifestCache>,
     listed: Vec<ObjectMeta>,
 ) -> Result<Vec<ObjectMeta>> {
     let mut folders: BTreeMap<Path, Vec<ObjectMeta>> = BTreeMap::new();
@@ -137,7 +181,8 @@ async fn filter_listing(
     let results: Vec<Vec<ObjectMeta>> = futures::stream::iter(folders)
         .map(|(folder, listed)| {
             let store = store.clone();
-            async move { visible_in_folder(store.as_ref(), &folder, listed).await }
+            let cache = cache.clone();
+            async move { visible_in_folder(store.as_ref(), &cache, &folder, listed).await }
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect()
@@ -181,10 +226,11 @@ impl ObjectStore for VisibleStore {
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
         let store = self.inner.clone();
+        let cache = self.manifests.clone();
         let listing = self.inner.list(prefix);
         futures::stream::once(async move {
             let listed: Vec<ObjectMeta> = listing.try_collect().await?;
-            filter_listing(store, listed).await
+            filter_listing(store, cache, listed).await
         })
         .map_ok(|metas| futures::stream::iter(metas.into_iter().map(Ok)))
         .try_flatten()
@@ -194,7 +240,8 @@ impl ObjectStore for VisibleStore {
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         let mut result = self.inner.list_with_delimiter(prefix).await?;
         let objects = std::mem::take(&mut result.objects);
-        result.objects = filter_listing(self.inner.clone(), objects).await?;
+        result.objects =
+            filter_listing(self.inner.clone(), self.manifests.clone(), objects).await?;
         Ok(result)
     }
 
@@ -319,7 +366,7 @@ mod tests {
             inner.head(&dir.clone().join("old.parquet")).await.unwrap(),
             inner.head(&manifest_path).await.unwrap(),
         ];
-        let visible = visible_in_folder(inner.as_ref(), &dir, listed)
+        let visible = visible_in_folder(inner.as_ref(), &ManifestCache::default(), &dir, listed)
             .await
             .unwrap();
         let names: Vec<&str> = visible

@@ -100,6 +100,8 @@ pub struct Report {
     pub manifests_deleted: u64,
     /// Compactions another compactor committed first (their output was dropped).
     pub lost_races: u64,
+    /// Folders a periodic pass could not maintain (logged; tried again next pass).
+    pub failures: u64,
 }
 
 impl Report {
@@ -117,6 +119,7 @@ impl Report {
         self.orphans_deleted += o.orphans_deleted;
         self.manifests_deleted += o.manifests_deleted;
         self.lost_races += o.lost_races;
+        self.failures += o.failures;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -174,6 +177,9 @@ impl fmt::Display for Report {
                 "{} folder(s) left to a concurrent compactor",
                 self.lost_races
             ));
+        }
+        if self.failures > 0 {
+            parts.push(format!("{} folder(s) failed (see the log)", self.failures));
         }
         if parts.is_empty() {
             f.write_str("nothing to do")
@@ -407,16 +413,13 @@ impl Maintenance {
             return Ok(report);
         }
         for folder in list_folders(&self.target, table, None).await? {
-            let Keep::For(keep) = retention.keep(table, &folder.tenant) else {
-                continue;
-            };
-            if folder.hour_end() + delta(keep) > now {
+            if !self.expired(&folder, now) {
                 continue;
             }
             report.folders_expired += 1;
             report.objects_expired += folder.objects.len() as u64;
             if !dry_run {
-                info!(folder = %folder.describe(), retention = %humantime_serde::re::humantime::format_duration(keep), "expired");
+                info!(folder = %folder.describe(), "expired");
                 self.delete_folder(&folder).await?;
             }
         }
@@ -567,19 +570,63 @@ impl Maintenance {
                 until: Some(request.requested_at),
             };
             for table in Table::ALL {
-                let r = self
+                match self
                     .delete_rows(table, &request.tenant, &removal, config.delete_delay, now)
-                    .await?;
-                report.add(&r);
+                    .await
+                {
+                    Ok(r) => report.add(&r),
+                    Err(e) => {
+                        warn!(request = %request.id, table = table.name(), error = %e, "sweep after a delete failed; trying again next pass");
+                        report.failures += 1;
+                    }
+                }
             }
         }
         ledger::prune(&self.target, now, config.deletion_sweep).await?;
+        // One listing per table serves retention, compaction and purge.
         for table in Table::ALL {
-            report.add(&self.apply_retention(table, now, false).await?);
-            report.add(&self.compact(table, None, config.compact_after, now).await?);
-            report.add(&self.purge(table, None, config.delete_delay, now).await?);
+            for mut folder in list_folders(&self.target, table, None).await? {
+                if let Err(e) = self.maintain_folder(&mut folder, now, &mut report).await {
+                    // One bad folder must not stop the others; the next pass tries again.
+                    warn!(folder = %folder.describe(), error = %e, "archive maintenance of a folder failed");
+                    report.failures += 1;
+                }
+            }
         }
         Ok(report)
+    }
+
+    /// Retention, compaction and purge of one folder (a periodic pass).
+    async fn maintain_folder(
+        &self,
+        folder: &mut Folder,
+        now: DateTime<Utc>,
+        report: &mut Report,
+    ) -> Result<(), MaintenanceError> {
+        let config = self.config();
+        if self.expired(folder, now) {
+            report.folders_expired += 1;
+            report.objects_expired += folder.objects.len() as u64;
+            info!(folder = %folder.describe(), "expired");
+            return self.delete_folder(folder).await;
+        }
+        if folder.hour_end() + delta(config.compact_after) <= now {
+            let before = (report.folders_compacted, report.lost_races);
+            self.compact_folder(folder, now, report).await?;
+            if (report.folders_compacted, report.lost_races) != before {
+                folder.relist(&self.target).await?;
+            }
+        }
+        self.purge_folder(folder, config.delete_delay, now, report)
+            .await
+    }
+
+    /// Whether a folder is past the retention of its table and tenant.
+    fn expired(&self, folder: &Folder, now: DateTime<Utc>) -> bool {
+        match self.archive.retention.keep(folder.table, &folder.tenant) {
+            Keep::For(keep) => folder.hour_end() + delta(keep) <= now,
+            Keep::Forever => false,
+        }
     }
 }
 
