@@ -76,7 +76,8 @@ impl PromWriter {
     }
 
     fn declare(&mut self, name: &str, kind: MetricKind, help: &str) {
-        if self.declared.insert(name.to_string()) {
+        if !self.declared.contains(name) {
+            self.declared.insert(name.to_string());
             let _ = writeln!(self.text, "# HELP {name} {help}");
             let _ = writeln!(self.text, "# TYPE {name} {}", kind.as_str());
         }
@@ -96,7 +97,10 @@ impl PromWriter {
                 if i > 0 {
                     self.text.push(',');
                 }
-                let _ = write!(self.text, "{k}=\"{}\"", escape_label(v));
+                self.text.push_str(k);
+                self.text.push_str("=\"");
+                push_escaped(&mut self.text, v);
+                self.text.push('"');
             }
             self.text.push('}');
         }
@@ -138,8 +142,10 @@ impl PromWriter {
     ) {
         self.declare(name, MetricKind::Histogram, help);
         let bucket = format!("{name}_bucket");
-        for (le, cumulative) in buckets {
-            let le = le.to_string();
+        let mut le = String::new();
+        for (bound, cumulative) in buckets {
+            le.clear();
+            let _ = write!(le, "{bound}");
             self.line(&bucket, labels, Some(("le", &le)), *cumulative as f64);
         }
         self.line(&bucket, labels, Some(("le", "+Inf")), count as f64);
@@ -152,10 +158,20 @@ impl PromWriter {
     }
 }
 
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Appends a label value with `\`, `"` and newlines escaped.
+fn push_escaped(out: &mut String, v: &str) {
+    if !v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.push_str(v);
+        return;
+    }
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -171,6 +187,9 @@ mod tests {
         assert_eq!(text.matches("# TYPE x_total counter").count(), 1);
         assert!(text.contains("x_total{t=\"a\\\"b\"} 3\n"), "{text}");
         assert!(text.contains("x_total{t=\"c\"} 4\n"));
+        let mut w = PromWriter::default();
+        w.gauge("y", "Y.", &[("t", "a\\b\nc")], 1.0);
+        assert!(w.finish().contains("y{t=\"a\\\\b\\nc\"} 1\n"));
     }
 
     #[test]

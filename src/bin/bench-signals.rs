@@ -9,8 +9,12 @@
 //! and their ratio, the peak RSS, and the open state at the end (series, windows).
 //!
 //! ```sh
-//! cargo run --release --bin bench-signals [-- --spans 10000000 --servers 1000 --tools 10]
+//! cargo run --release --bin bench-signals [-- --spans 10000000 --servers 1000 --tools 10 --live 1]
 //! ```
+//!
+//! `--live 1` (the default, as `mcpulse run` does) also feeds the live golden signals of
+//! `/metrics` ([`mcpulse_processors::live`]); `--live 0` leaves them out, to see what
+//! they cost.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,10 +24,12 @@ use bytes::Bytes;
 use mcpulse_bus::{BusError, Delivery, Header, Message, Producer, Record, TopicPartition};
 use mcpulse_processors::Operator;
 use mcpulse_processors::archive::{ArchiveConfig, ArchiveTarget};
+use mcpulse_processors::live::{LiveMetricsConfig, LiveSignals};
 use mcpulse_processors::signals::{SignalsConfig, SignalsContext, SignalsLogic};
 use mcpulse_processors::stateful::{FindingsOutput, StatefulOperator};
 use mcpulse_processors::stats::RuntimeStats;
 use mcpulse_schemas::Table;
+use mcpulse_schemas::metrics::{MetricsSource, PromWriter};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -48,6 +54,7 @@ struct Args {
     spans: u64,
     servers: usize,
     tools: usize,
+    live: bool,
 }
 
 fn args() -> Args {
@@ -55,6 +62,7 @@ fn args() -> Args {
         spans: 10_000_000,
         servers: 1000,
         tools: 10,
+        live: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,7 +74,8 @@ fn args() -> Args {
             "--spans" => out.spans = n,
             "--servers" => out.servers = n as usize,
             "--tools" => out.tools = n as usize,
-            other => panic!("unknown flag {other} (--spans, --servers, --tools)"),
+            "--live" => out.live = n != 0,
+            other => panic!("unknown flag {other} (--spans, --servers, --tools, --live)"),
         }
     }
     out
@@ -218,11 +227,12 @@ fn main() {
         / MINUTE_NS;
     let first_minute = now_minute - minutes - 5;
     println!(
-        "signals operator: {} spans = {rounds} rounds x {} servers x {} tools x {SPANS_PER_TOOL} spans, {} keys, over {minutes} minutes of event time",
+        "signals operator: {} spans = {rounds} rounds x {} servers x {} tools x {SPANS_PER_TOOL} spans, {} keys, over {minutes} minutes of event time; live /metrics series {}",
         rounds * spans_per_round,
         args.servers,
         args.tools,
         args.servers * args.tools,
+        if args.live { "on" } else { "off" },
     );
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -240,6 +250,16 @@ fn main() {
     };
     let context = SignalsContext::new(config, SPANS_TOPIC.into(), "mcpulse.probes.v1".into())
         .expect("valid config");
+    let live = args.live.then(|| {
+        Arc::new(LiveSignals::new(&LiveMetricsConfig {
+            max_series: args.servers * args.tools + 10,
+            ..LiveMetricsConfig::default()
+        }))
+    });
+    let context = match &live {
+        Some(live) => context.with_live(live.clone()),
+        None => context,
+    };
     let metrics = context.metrics.clone();
     let stats = Arc::new(RuntimeStats::default());
     let mut operator = StatefulOperator::<SignalsLogic>::new(
@@ -351,4 +371,16 @@ fn main() {
         peak_rss_mb(),
         wall.as_secs_f64()
     );
+    if let Some(live) = live {
+        let started = Instant::now();
+        let mut out = PromWriter::default();
+        live.render(&mut out);
+        let text = out.finish();
+        println!(
+            "/metrics render of the live series: {} lines, {:.1} MB in {:.0} ms",
+            text.lines().count(),
+            text.len() as f64 / 1e6,
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
 }

@@ -19,7 +19,7 @@
 //! archive does), so a restart starts the counters again (Prometheus' `rate()` handles
 //! the reset) and a record replayed after a crash is counted again (at least once).
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use mcpulse_schemas::metrics::{MetricsSource, PromWriter, Viewer};
@@ -91,11 +91,15 @@ impl LiveSignals {
 
     fn render_calls(&self, out: &mut PromWriter) {
         let viewer = out.viewer().clone();
-        let table = lock(&self.calls);
-        let series = table.series(|t| viewer.may_see(t), viewer == Viewer::Operator);
+        let (snapshot, held, folded) = {
+            let table = lock(&self.calls);
+            let snapshot = table.snapshot(|t| viewer.may_see(t), viewer == Viewer::Operator);
+            (snapshot, table.len(), table.folded())
+        };
+        let series = snapshot.sorted();
         let all: Vec<(Vec<(&str, &str)>, &ToolCalls)> = series
             .iter()
-            .map(|(v, c)| (TOOL_LABELS.iter().copied().zip(*v).collect(), *c))
+            .map(|(v, c)| (labels(&TOOL_LABELS, v), c))
             .collect();
         for (l, c) in &all {
             out.counter(
@@ -123,16 +127,20 @@ impl LiveSignals {
                 c.calls,
             );
         }
-        meta(out, "tool", table.len(), self.max_series, table.folded());
+        meta(out, "tool", held, self.max_series, folded);
     }
 
     fn render_probes(&self, out: &mut PromWriter) {
         let viewer = out.viewer().clone();
-        let table = lock(&self.probes);
-        let series = table.series(|t| viewer.may_see(t), viewer == Viewer::Operator);
+        let (snapshot, held, folded) = {
+            let table = lock(&self.probes);
+            let snapshot = table.snapshot(|t| viewer.may_see(t), viewer == Viewer::Operator);
+            (snapshot, table.len(), table.folded())
+        };
+        let series = snapshot.sorted();
         let all: Vec<(Vec<(&str, &str)>, &Availability)> = series
             .iter()
-            .map(|(v, a)| (PROBE_LABELS.iter().copied().zip(*v).collect(), *a))
+            .map(|(v, a)| (labels(&PROBE_LABELS, v), a))
             .collect();
         for (l, a) in &all {
             out.gauge(
@@ -166,8 +174,20 @@ impl LiveSignals {
                 a.latest_seconds(),
             );
         }
-        meta(out, "probe", table.len(), self.max_series, table.folded());
+        meta(out, "probe", held, self.max_series, folded);
     }
+}
+
+/// (name, value) label pairs of one series.
+fn labels<'a, const N: usize>(
+    names: &[&'static str; N],
+    values: &'a [Arc<str>; N],
+) -> Vec<(&'static str, &'a str)> {
+    names
+        .iter()
+        .copied()
+        .zip(values.iter().map(|v| &**v))
+        .collect()
 }
 
 /// The tool-call series, locked for a batch of calls.

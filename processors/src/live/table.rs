@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::Arc;
 
 use super::labels::{FoldedKeys, OTHER, sanitize};
 use crate::signals::windows::FxHasher;
@@ -20,7 +21,7 @@ type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 const SWEEP_EVERY_S: u64 = 1;
 
 struct Entry<const N: usize, V> {
-    labels: [Box<str>; N],
+    labels: [Arc<str>; N],
     value: V,
     /// Seconds (on the owner's clock) of the last value.
     last_seen: u64,
@@ -38,6 +39,8 @@ pub struct SeriesTable<const N: usize, V> {
     max_label_length: usize,
     retire_after_s: u64,
     last_sweep: u64,
+    /// Where the last series looked up is (hash, index), until a retire moves entries.
+    last: Option<(u64, usize)>,
 }
 
 /// The hash of a label set (each value followed by a byte no UTF-8 string contains).
@@ -62,6 +65,7 @@ impl<const N: usize, V: Default> SeriesTable<N, V> {
             max_label_length,
             retire_after_s,
             last_sweep: 0,
+            last: None,
         }
     }
 
@@ -71,12 +75,25 @@ impl<const N: usize, V: Default> SeriesTable<N, V> {
         let max = self.max_label_length;
         let clean = labels.map(|l| sanitize(l, max));
         let refs: [&str; N] = std::array::from_fn(|i| clean[i].as_ref());
-        let hash = hash_labels(&self.keys, &refs);
-        let position = self.by_hash.get(&hash).and_then(|entries| {
-            entries
-                .iter()
-                .position(|e| e.labels.iter().map(|l| &**l).eq(refs.iter().copied()))
+        let same = |e: &Entry<N, V>| e.labels.iter().map(|l| &**l).eq(refs.iter().copied());
+        // Calls of one request are often of one tool: the last series, without hashing.
+        let cached = self.last.filter(|(hash, i)| {
+            self.by_hash
+                .get(hash)
+                .and_then(|entries| entries.get(*i))
+                .is_some_and(same)
         });
+        let (hash, position) = match cached {
+            Some((hash, i)) => (hash, Some(i)),
+            None => {
+                let hash = hash_labels(&self.keys, &refs);
+                let position = self
+                    .by_hash
+                    .get(&hash)
+                    .and_then(|entries| entries.iter().position(same));
+                (hash, position)
+            }
+        };
         if position.is_none()
             && self.len >= self.max_series
             && now >= self.last_sweep + SWEEP_EVERY_S
@@ -86,6 +103,7 @@ impl<const N: usize, V: Default> SeriesTable<N, V> {
         }
         match position {
             Some(i) => {
+                self.last = Some((hash, i));
                 let entry = &mut self.by_hash.get_mut(&hash).expect("found above")[i];
                 entry.last_seen = now;
                 &mut entry.value
@@ -93,8 +111,9 @@ impl<const N: usize, V: Default> SeriesTable<N, V> {
             None if self.len < self.max_series => {
                 self.len += 1;
                 let entries = self.by_hash.entry(hash).or_default();
+                self.last = Some((hash, entries.len()));
                 entries.push(Entry {
-                    labels: refs.map(Box::from),
+                    labels: refs.map(Arc::from),
                     value: V::default(),
                     last_seen: now,
                 });
@@ -114,6 +133,7 @@ impl<const N: usize, V: Default> SeriesTable<N, V> {
         let Some(cutoff) = now.checked_sub(self.retire_after_s) else {
             return;
         };
+        self.last = None;
         let mut dropped = 0;
         self.by_hash.retain(|_, entries| {
             let before = entries.len();
@@ -145,22 +165,44 @@ impl<const N: usize, V: Default> SeriesTable<N, V> {
         self.folded.count()
     }
 
-    /// Every series whose tenant (the first label) `visible` accepts, sorted by labels,
-    /// then, with `overflow`, the overflow series (every label `__other__`: it mixes
-    /// tenants, so it is for operators only).
-    pub fn series(&self, visible: impl Fn(&str) -> bool, overflow: bool) -> Vec<([&str; N], &V)> {
-        let mut out: Vec<([&str; N], &V)> = self
-            .by_hash
-            .values()
-            .flatten()
-            .filter(|e| visible(&e.labels[0]))
-            .map(|e| (std::array::from_fn(|i| &*e.labels[i]), &e.value))
-            .collect();
+    /// A copy of every series whose tenant (the first label) `visible` accepts and,
+    /// with `overflow`, of the overflow series (it mixes tenants: for operators only).
+    /// Cheap (labels are shared), so the owner's lock is held only while it is taken,
+    /// not while the text is formatted.
+    pub fn snapshot(&self, visible: impl Fn(&str) -> bool, overflow: bool) -> Snapshot<N, V>
+    where
+        V: Clone,
+    {
+        Snapshot {
+            series: self
+                .by_hash
+                .values()
+                .flatten()
+                .filter(|e| visible(&e.labels[0]))
+                .map(|e| (e.labels.clone(), e.value.clone()))
+                .collect(),
+            overflow: self
+                .overflow
+                .as_ref()
+                .filter(|_| overflow)
+                .map(|(v, _)| v.clone()),
+        }
+    }
+}
+
+/// Series copied out of a [`SeriesTable`].
+pub struct Snapshot<const N: usize, V> {
+    series: Vec<([Arc<str>; N], V)>,
+    overflow: Option<V>,
+}
+
+impl<const N: usize, V> Snapshot<N, V> {
+    /// The series sorted by labels, then the overflow series (every label `__other__`).
+    pub fn sorted(self) -> Vec<([Arc<str>; N], V)> {
+        let mut out = self.series;
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        if let Some((value, _)) = &self.overflow
-            && overflow
-        {
-            out.push(([OTHER; N], value));
+        if let Some(value) = self.overflow {
+            out.push((std::array::from_fn(|_| Arc::from(OTHER)), value));
         }
         out
     }
@@ -185,8 +227,9 @@ mod tests {
         }
         assert_eq!(t.len(), 3, "two series and the overflow one");
         assert_eq!(t.folded(), 3, "c, d and e folded, c counted once");
-        let series = t.series(|_| true, true);
-        let got: Vec<([&str; 2], u64)> = series.iter().map(|(l, v)| (*l, **v)).collect();
+        let series = t.snapshot(|_| true, true).sorted();
+        let got: Vec<([&str; 2], u64)> =
+            series.iter().map(|(l, v)| ([&*l[0], &*l[1]], *v)).collect();
         assert_eq!(
             got,
             [
@@ -196,7 +239,10 @@ mod tests {
             ]
         );
         // Operators only: the overflow series has no tenant.
-        assert_eq!(t.series(|tenant| tenant == "acme", false).len(), 2);
+        assert_eq!(
+            t.snapshot(|tenant| tenant == "acme", false).sorted().len(),
+            2
+        );
     }
 
     #[test]
@@ -207,11 +253,14 @@ mod tests {
         *t.get(["acme", &long_a], 0) += 1;
         *t.get(["acme", &long_b], 0) += 1;
         *t.get(["acme", "bad\nname"], 0) += 1;
-        let series = t.series(|_| true, true);
+        let series = t.snapshot(|_| true, true).sorted();
         assert_eq!(series.len(), 2, "both long names cut to the same 16 bytes");
-        assert_eq!(series[0].0, ["acme", "bad\u{FFFD}name"]);
-        assert_eq!(series[1].0[1], "x".repeat(16));
-        assert_eq!(*series[1].1, 2);
+        assert_eq!(
+            [&*series[0].0[0], &*series[0].0[1]],
+            ["acme", "bad\u{FFFD}name"]
+        );
+        assert_eq!(&*series[1].0[1], "x".repeat(16));
+        assert_eq!(series[1].1, 2);
     }
 
     #[test]
@@ -222,7 +271,8 @@ mod tests {
         assert_eq!(t.folded(), 1);
         // 70 s later "old" is idle past retire_after (60 s): the next new series fits.
         *t.get(["acme", "new"], 70) += 1;
-        let names: Vec<&str> = t.series(|_| true, true).iter().map(|(l, _)| l[1]).collect();
+        let series = t.snapshot(|_| true, true).sorted();
+        let names: Vec<&str> = series.iter().map(|(l, _)| &*l[1]).collect();
         assert_eq!(names, ["new", "__other__"]);
         t.retire(200);
         assert!(t.is_empty());
