@@ -208,7 +208,7 @@ async fn deliver(ctx: &WorkerContext, job: Job, jitter: &mut Jitter) {
         repeat_interval: job.repeat_interval,
     });
     let entry = JournalEntry {
-        event: (*job.event).clone(),
+        event: job.event.clone(),
         key: key.to_owned(),
         outcome,
         sent,

@@ -120,6 +120,9 @@ pub struct Nflog {
     changed: BTreeSet<String>,
     /// Incidents forgotten since the last segment was taken.
     removed: BTreeSet<String>,
+    /// No repeat is due before this (`None`: not known, scan at the next call); saves
+    /// [`Nflog::repeats_due`] a walk over every incident at every flush.
+    next_repeat: Option<DateTime<Utc>>,
 }
 
 /// A checkpointed piece of a notification log: all of it (`full`), or the incidents
@@ -252,6 +255,8 @@ impl Nflog {
                 if event.time >= log.last_event.time && event.event_id != log.last_event.event_id {
                     let log = self.entry_mut(&event.incident_id).expect("present");
                     log.last_event = stored();
+                    // Open again, or closed: what is due to repeat is not known.
+                    self.next_repeat = None;
                 }
             }
             None => {
@@ -341,11 +346,18 @@ impl Nflog {
         {
             target.handle = Some(handle.clone());
         }
+        let repeat_at = sent.as_ref().and_then(|sent| {
+            let interval = chrono::Duration::from_std(sent.repeat_interval).ok()?;
+            (!sent.repeat_interval.is_zero()).then(|| sent.at.checked_add_signed(interval))
+        });
         if let Some(sent) = sent {
             target.last_sent = Some(sent);
         }
         if event.class == DIGEST_CLASS {
             self.budget.finished(&event.event_id);
+        }
+        if let (Some(due), Some(next)) = (repeat_at, self.next_repeat) {
+            self.next_repeat = due.map(|d| d.min(next));
         }
     }
 
@@ -354,7 +366,24 @@ impl Nflog {
     /// Each is marked as repeated at `now`, so it is due again one interval later.
     pub fn repeats_due(&mut self, now: DateTime<Utc>) -> Vec<Repeat> {
         let mut due = Vec::new();
+        if self.next_repeat.is_some_and(|next| now < next) {
+            return due;
+        }
+        let mut next: Option<DateTime<Utc>> = None;
         for (id, log) in self.incidents.iter_mut() {
+            if is_open(&log.last_event) {
+                for sent in log.targets.values().filter_map(|t| t.last_sent.as_ref()) {
+                    if !repeat_due(sent, now) && !sent.repeat_interval.is_zero() {
+                        let at = chrono::Duration::from_std(sent.repeat_interval)
+                            .ok()
+                            .and_then(|d| sent.at.checked_add_signed(d));
+                        next = match (next, at) {
+                            (Some(n), Some(a)) => Some(n.min(a)),
+                            (n, a) => n.or(a),
+                        };
+                    }
+                }
+            }
             let any_due = is_open(&log.last_event)
                 && log.targets.values().any(|t| {
                     t.last_sent
@@ -374,6 +403,13 @@ impl Nflog {
                     continue;
                 }
                 sent.at = now;
+                let again = chrono::Duration::from_std(sent.repeat_interval)
+                    .ok()
+                    .and_then(|d| now.checked_add_signed(d));
+                next = match (next, again) {
+                    (Some(n), Some(a)) => Some(n.min(a)),
+                    (n, a) => n.or(a),
+                };
                 due.push(Repeat {
                     event: log.last_event.clone(),
                     key: key.clone(),
@@ -382,6 +418,8 @@ impl Nflog {
                 });
             }
         }
+        // Nothing to repeat: no scan until something is sent with a repeat interval.
+        self.next_repeat = Some(next.unwrap_or(DateTime::<Utc>::MAX_UTC));
         due
     }
 

@@ -36,6 +36,9 @@ use super::store::NotifyStore;
 use super::targets::Routing;
 use super::watched::{Watched, load_silences};
 
+/// How often the notification log forgets incidents past their retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 /// What the operator needs from its surroundings.
 pub struct NotifySetup {
     pub config: NotifyConfig,
@@ -347,8 +350,12 @@ impl NotifyOperator {
                     || part.table_now
                     || part.last_table.elapsed() >= self.config.table_interval
                     || spooled >= self.config.table_rows);
-            if inner.nflog.prune(now, retention, open_retention) > 0 {
-                inner.dirty = true;
+            // The retention is days: once a minute is often enough to walk the log.
+            if part.pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                part.pruned_at = Some(Instant::now());
+                if inner.nflog.prune(now, retention, open_retention) > 0 {
+                    inner.dirty = true;
+                }
             }
             let repeats = inner.nflog.repeats_due(now);
             if !repeats.is_empty() {

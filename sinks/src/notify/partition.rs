@@ -54,6 +54,8 @@ pub struct Partition {
     pub need_full: bool,
     /// The next flush writes the table (a deletion removed spooled rows).
     pub table_now: bool,
+    /// When the log last forgot incidents past their retention.
+    pub pruned_at: Option<Instant>,
     /// When the spooled rows were last written to the table.
     pub last_table: Instant,
     /// Journal objects the next checkpoint covers (then deleted).
@@ -115,6 +117,7 @@ impl Partition {
             since_full: 0,
             need_full: false,
             table_now: false,
+            pruned_at: None,
             segments,
             segment_next,
             last_table: Instant::now(),
@@ -305,7 +308,7 @@ mod tests {
         let mut nflog = Nflog::default();
         nflog.finish(&e1, "k", &Finished::Skipped, None);
         let entry = |e: &mcpulse_schemas::AlertEvent| JournalEntry {
-            event: e.clone(),
+            event: std::sync::Arc::new(e.clone()),
             key: "k".into(),
             outcome: Finished::Sent { handle: None },
             sent: None,

@@ -148,7 +148,7 @@ mod tests {
             let e = event("acme", &format!("i{i}"), &format!("e{i}"));
             async move {
                 let entry = JournalEntry {
-                    event: e,
+                    event: Arc::new(e),
                     key: "k".into(),
                     outcome: Finished::Sent { handle: None },
                     sent: None,

@@ -31,6 +31,7 @@ use object_store::path::Path;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::error::NotifyError;
@@ -71,7 +72,9 @@ pub struct Loaded {
 /// One finished notification, as the journal keeps it until the next checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JournalEntry {
-    pub event: AlertEvent,
+    /// Shared with the delivery that finished (not copied per notification).
+    #[serde(with = "shared_event")]
+    pub event: Arc<AlertEvent>,
     /// The integration key.
     pub key: String,
     pub outcome: Finished,
@@ -327,4 +330,20 @@ fn journal_name() -> String {
         "{nanos:020}-{nonce:016x}-{:08}.ndjson",
         COUNTER.fetch_add(1, Relaxed)
     )
+}
+
+/// An `Arc<AlertEvent>` as a plain event (serde's `rc` feature is not enabled).
+mod shared_event {
+    use std::sync::Arc;
+
+    use mcpulse_schemas::AlertEvent;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(event: &Arc<AlertEvent>, s: S) -> Result<S::Ok, S::Error> {
+        event.as_ref().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<AlertEvent>, D::Error> {
+        AlertEvent::deserialize(d).map(Arc::new)
+    }
 }
