@@ -327,6 +327,17 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
             config.prober.region
         );
     }
+    if let Some(routes) = config
+        .notify
+        .routes
+        .as_ref()
+        .filter(|_| config.notify.enabled)
+    {
+        // The same checks as `mcpulse routes check` (lines and fields named, secrets
+        // never printed), so a broken routes file fails here, not at start.
+        mcpulse::routes_cli::check::run(routes)
+            .map_err(|e| anyhow::anyhow!("notify.routes: {}: {e}", routes.display()))?;
+    }
     Ok(())
 }
 

@@ -182,6 +182,40 @@ fn check_errors_name_the_line_and_field_and_exit_2() {
 }
 
 #[test]
+fn config_check_checks_the_routes_file_it_names() {
+    let dir = Dir::new();
+    let routes = dir.write("routes.yaml", ROUTES);
+    let config = dir.write(
+        "mcpulse.yaml",
+        &format!(
+            "data_dir: {}\nauth:\n  anonymous_tenant: default\nnotify:\n  routes: {}\n",
+            dir.0.path().join("data").display(),
+            routes.display()
+        ),
+    );
+    let out = mcpulse([Path::new("config"), Path::new("check"), &config]);
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("routes.yaml: ok — 5 routes"), "{stdout}");
+
+    dir.write(
+        "routes.yaml",
+        &ROUTES.replace(
+            "      receiver: acme-chat\n      routes:",
+            "      receiver: acme-chatt\n      routes:",
+        ),
+    );
+    let out = mcpulse([Path::new("config"), Path::new("check"), &config]);
+    let (_, stderr) = texts(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("notify.routes: ")
+            && stderr.contains(":19: route.routes[0].receiver: unknown receiver \"acme-chatt\""),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn test_prints_receivers_and_the_exact_payloads_redacted() {
     let dir = Dir::new();
     let routes = dir.write("routes.yaml", ROUTES);

@@ -9,7 +9,7 @@
 //! references never reach stdout or stderr.
 
 pub mod backtest;
-mod check;
+pub mod check;
 pub mod history;
 pub mod incident;
 pub mod integrations;
