@@ -160,7 +160,10 @@ async fn run<L: PartitionLogic>(
     );
 
     let live = snapshot_state(op.logic(&tp).unwrap());
-    assert!(holds(&search, &live), "{name}: no acme/search in memory: {live}");
+    assert!(
+        holds(&search, &live),
+        "{name}: no acme/search in memory: {live}"
+    );
 
     // A server: gone from memory and from the next checkpoint; the rest stays.
     let request = DeletionRequest::new("acme", Some("search"), Utc::now());
