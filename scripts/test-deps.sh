@@ -8,7 +8,9 @@
 #   2. A Python virtualenv at ${MCPULSE_VENV:-$HOME/.cache/mcpulse/venv} (outside the
 #      repo, so CI runs on the same machine reuse it) holding the pinned packages of
 #      tests/python/requirements.txt. It is rebuilt only when that file (or the base
-#      Python) changed: a hash of both is stored inside the venv.
+#      Python) changed: a hash of both is stored inside the venv. It includes moto's
+#      server mode (the venv's bin/moto_server), the S3-compatible store of the
+#      `s3://` archive test.
 #   3. The tansu Kafka-protocol broker (crates.io), for the Kafka end-to-end tests, at
 #      ${MCPULSE_TOOLS:-$HOME/.cache/mcpulse/tools}/bin/tansu, built with `cargo install`
 #      (in its own target dir, so it does not disturb the workspace build) only when it
@@ -174,6 +176,8 @@ import mcp.server.mcpserver
 import mcp.client
 import mcp.server._otel  # spans of the SDK itself (tests/python/instrumented_mcp.py)
 import uvicorn
+import boto3
+import moto.server  # `moto_server`: the S3-compatible server of tests/s3_archive.rs
 ' >&2
         echo "${WANT}" >"${STAMP}"
         log "venv ready"

@@ -79,7 +79,7 @@ pub fn run(command: AdminCommand, config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let archive = ArchiveLocation::open(&config)?;
+        let archive = ArchiveLocation::connect(&config).await?;
         let maintenance = Maintenance::new(archive.target.clone(), config.archive.clone());
         match command {
             AdminCommand::Compact {

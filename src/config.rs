@@ -245,14 +245,7 @@ impl Config {
                 "archive.row_group_rows: must be positive".into(),
             ));
         }
-        if let Some(url) = &self.archive.url
-            && url.contains("://")
-            && !url.starts_with("file://")
-        {
-            return Err(ConfigError(format!(
-                "archive.url: {url:?} uses an unsupported scheme (this build supports file:// and plain paths)"
-            )));
-        }
+        crate::archive_store::validate(&self.archive)?;
         self.prober.validate().map_err(ConfigError)?;
         self.signals.validate().map_err(ConfigError)?;
         self.drift.validate().map_err(ConfigError)?;
@@ -377,7 +370,7 @@ mod tests {
             .0;
         assert!(err.starts_with("listen.api"), "{err}");
         let err = Config::parse(
-            "auth:\n  anonymous_tenant: demo\narchive:\n  url: s3://bucket/x\n",
+            "auth:\n  anonymous_tenant: demo\narchive:\n  url: gs://bucket/x\n",
             |_| None,
         )
         .unwrap_err()
@@ -558,6 +551,67 @@ mod tests {
         .unwrap_err()
         .0;
         assert!(err.starts_with("metrics.latency_buckets[1]"), "{err}");
+    }
+
+    #[test]
+    fn s3_archive_section() {
+        let env = |name: &str| match name {
+            "S3_SECRET" => Some("s3-secret-key-value".to_string()),
+            "S3_TOKEN" => Some("s3-session-token-value".to_string()),
+            _ => None,
+        };
+        let c = Config::parse(
+            "auth:\n  anonymous_tenant: demo\narchive:\n  url: s3://mcpulse-archive/prod\n  s3:\n    region: eu-west-1\n    endpoint: https://minio.internal:9000\n    addressing_style: virtual_hosted\n    access_key_id: AKIAEXAMPLE\n    secret_access_key: ${S3_SECRET}\n    session_token: \"${S3_TOKEN}\"\n",
+            env,
+        )
+        .unwrap();
+        assert_eq!(c.archive.s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            c.archive.s3.secret_access_key.as_ref().unwrap().expose(),
+            "s3-secret-key-value"
+        );
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("s3-secret-key-value") && !debug.contains("s3-session-token-value"),
+            "{debug}"
+        );
+        let parse = |archive: &str| {
+            Config::parse(
+                &format!("auth:\n  anonymous_tenant: demo\narchive:\n{archive}"),
+                env,
+            )
+            .unwrap_err()
+            .0
+        };
+        let err = parse("  url: s3://\n");
+        assert!(
+            err.starts_with("archive.url") && err.contains("bucket"),
+            "{err}"
+        );
+        let err = parse("  url: ftp://host/x\n");
+        assert!(
+            err.starts_with("archive.url") && err.contains("ftp"),
+            "{err}"
+        );
+        let err = parse("  url: s3://b/x\n  s3:\n    bucket: b\n");
+        assert!(
+            err.starts_with("archive.s3") && err.contains("bucket"),
+            "{err}"
+        );
+        let err = parse("  url: s3://bkt/x\n  s3:\n    endpoint: http://127.0.0.1:9000\n");
+        assert!(
+            err.starts_with("archive.s3.endpoint") && err.contains("allow_http"),
+            "{err}"
+        );
+        let err = parse("  url: s3://bkt/x\n  s3:\n    secret_access_key: ${S3_SECRET}\n");
+        assert!(err.starts_with("archive.s3.access_key_id"), "{err}");
+        assert!(!err.contains("s3-secret-key-value"), "{err}");
+        // A secret in the wrong field is scrubbed from the error.
+        let err = parse("  url: s3://bkt/x\n  s3:\n    region: \"${S3_SECRET} x\"\n");
+        assert!(err.starts_with("archive.s3.region"), "{err}");
+        assert!(!err.contains("s3-secret-key-value"), "{err}");
+        let err = parse("  s3:\n    region: eu-west-1\n");
+        assert!(err.starts_with("archive.s3"), "{err}");
     }
 
     #[test]

@@ -314,6 +314,10 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
         config.listen.otlp_http,
         config.listen.api
     );
+    println!(
+        "archive: {}",
+        mcpulse::archive_store::describe_config(&config)
+    );
     if let Some(targets) = &config.prober.targets {
         let file = mcpulse_ingest::prober::targets::load_targets(targets)
             .map_err(|e| anyhow::anyhow!("prober.targets: {e}"))?;
@@ -418,7 +422,7 @@ async fn query(
     tenant: Option<String>,
     max_rows: Option<usize>,
 ) -> anyhow::Result<()> {
-    let archive = ArchiveLocation::open(&config)?;
+    let archive = ArchiveLocation::connect(&config).await?;
     let engine = QueryEngine::new(archive.catalog(), config.query.clone());
     let scope = tenant.map(Scope::Tenant).unwrap_or(Scope::All);
     let mut rows = engine.stream(&scope, &request, max_rows).await?;

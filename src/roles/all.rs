@@ -46,7 +46,7 @@ pub async fn run(
     };
 
     let bus = open_bus(&config).await?;
-    let archive = ArchiveLocation::open(&config)?;
+    let archive = ArchiveLocation::connect(&config).await?;
     let mut sources: Vec<Arc<dyn MetricsSource>> = vec![Arc::new(RoleInfo("run"))];
     sources.extend(start_archivers(&config, &bus, &archive, &mut roles).await?);
     sources.extend(start_analytics(&config, &bus, &archive, &mut roles).await?);

@@ -101,7 +101,7 @@ pub async fn run(
         api: Some(api_listener.local_addr()?),
         ..BoundAddrs::default()
     };
-    let archive = ArchiveLocation::open(&config)?;
+    let archive = ArchiveLocation::connect(&config).await?;
     let bus = open_bus(&config).await?;
     let mut sources: Vec<Arc<dyn MetricsSource>> = vec![Arc::new(RoleInfo("notify"))];
     sources.extend(start_notify(&config, &bus, &archive, &mut roles).await?);

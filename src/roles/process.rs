@@ -76,7 +76,7 @@ pub async fn run(
         ..BoundAddrs::default()
     };
 
-    let archive = ArchiveLocation::open(&config)?;
+    let archive = ArchiveLocation::connect(&config).await?;
     let bus = open_bus(&config).await?;
     let mut sources: Vec<Arc<dyn MetricsSource>> = vec![Arc::new(RoleInfo("process"))];
     sources.extend(start_archivers(&config, &bus, &archive, &mut roles).await?);

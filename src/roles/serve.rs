@@ -80,7 +80,7 @@ pub async fn run(
         api: Some(api_listener.local_addr()?),
         ..BoundAddrs::default()
     };
-    let archive = ArchiveLocation::open(&config)?;
+    let archive = ArchiveLocation::connect(&config).await?;
     if let Some(listener) = pg_listener {
         serve_pg(&mut roles, &config, &archive, &auth, listener)?;
     }

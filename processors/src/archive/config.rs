@@ -6,14 +6,18 @@ use mcpulse_schemas::topics::{HEADER_TENANT, TENANT_ID_RULE, valid_tenant_id};
 use serde::Deserialize;
 
 use super::maintenance::{MaintenanceConfig, RetentionConfig};
+use super::s3::S3Config;
 
 /// How the archiver batches and writes Parquet.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArchiveConfig {
-    /// Where the archive lives: a `file://` URL or a plain path (default: `archive/` under
-    /// the data directory).
+    /// Where the archive lives: a `file://` URL, a plain path (default: `archive/` under
+    /// the data directory) or `s3://bucket/prefix` (AWS S3 or an S3-compatible store, see
+    /// `s3`).
     pub url: Option<String>,
+    /// How to reach an `s3://` archive: region, endpoint, credentials, timeouts.
+    pub s3: S3Config,
     /// Flush a partition's batch once its oldest row has waited this long (keeps data
     /// queryable within seconds).
     #[serde(with = "humantime_serde")]
@@ -64,6 +68,7 @@ impl Default for ArchiveConfig {
     fn default() -> Self {
         Self {
             url: None,
+            s3: S3Config::default(),
             flush_interval: Duration::from_secs(2),
             flush_rows: 131_072,
             flush_bytes: 16 << 20,
