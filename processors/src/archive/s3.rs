@@ -222,7 +222,7 @@ mod tests {
         assert!(!c.is_set());
         assert!(!c.has_credentials());
         let c = parse(
-            "region: eu-west-1\nendpoint: http://127.0.0.1:9000\nallow_http: true\naddressing_style: virtual_hosted\naccess_key_id: AKIAEXAMPLE\nsecret_access_key: sekr1t-value\nsession_token: t0ken-value\nrequest_timeout: 10s\nconnect_timeout: 1s\nmax_retries: 2\nretry_timeout: 20s\n",
+            "region: eu-west-1\nendpoint: http://minio.internal:9000\nallow_http: true\naddressing_style: virtual_hosted\naccess_key_id: AKIAEXAMPLE\nsecret_access_key: sekr1t-value\nsession_token: t0ken-value\nrequest_timeout: 10s\nconnect_timeout: 1s\nmax_retries: 2\nretry_timeout: 20s\n",
         )
         .unwrap();
         assert!(c.is_set() && c.has_credentials());
