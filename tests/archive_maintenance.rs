@@ -831,6 +831,23 @@ fn deleting_a_server_then_a_tenant_leaves_no_row_and_no_state() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(rows(&m, "acme", None).values().all(|n| *n == 0));
     assert!(state_holding(&m, &Forget::tenant("acme")).is_empty());
+    // Not even empty directories name the tenant.
+    for table in Table::ALL {
+        let dir = m
+            .data_dir()
+            .join("archive")
+            .join(table.name())
+            .join("tenant=acme");
+        assert!(
+            !dir.exists(),
+            "{} remains: {:?}",
+            dir.display(),
+            std::process::Command::new("find")
+                .arg(&dir)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        );
+    }
     let globex = rows(&m, "globex", None);
     assert!(
         same(&globex_before, &globex),

@@ -269,6 +269,63 @@ pub async fn delete(target: &ArchiveTarget, path: &Path) -> Result<bool, Mainten
     }
 }
 
+/// On a local archive, removes the folder's directory, then its date's and tenant's, as
+/// long as they are empty (object stores have no directories; a local file system keeps
+/// them, and their names would still show a deleted tenant).
+pub async fn remove_empty_dirs(target: &ArchiveTarget, folder: &Path) {
+    let Some(local_root) = &target.local_root else {
+        return;
+    };
+    let relative = folder
+        .as_ref()
+        .strip_prefix(target.root.as_ref())
+        .unwrap_or(folder.as_ref())
+        .trim_start_matches('/');
+    let hour = local_root.join(relative);
+    let _ = tokio::task::spawn_blocking(move || {
+        // hour, date, tenant: `remove_dir` stops at the first that is not empty.
+        let mut dir = Some(hour.as_path());
+        for _ in 0..3 {
+            let Some(d) = dir else { break };
+            if std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+    })
+    .await;
+}
+
+/// On a local archive, removes every empty directory under `dir` (and `dir` itself if it
+/// ends up empty), deepest first.
+pub async fn remove_empty_tree(target: &ArchiveTarget, dir: &Path) {
+    let Some(local_root) = &target.local_root else {
+        return;
+    };
+    let relative = dir
+        .as_ref()
+        .strip_prefix(target.root.as_ref())
+        .unwrap_or(dir.as_ref())
+        .trim_start_matches('/');
+    let top = local_root.join(relative);
+    let _ = tokio::task::spawn_blocking(move || remove_empty(&top)).await;
+}
+
+/// Whether `dir` is gone after removing its empty subdirectories (and itself if empty).
+fn remove_empty(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let mut empty = true;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !(path.is_dir() && remove_empty(&path)) {
+            empty = false;
+        }
+    }
+    empty && std::fs::remove_dir(dir).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

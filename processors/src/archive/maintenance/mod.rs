@@ -437,6 +437,7 @@ impl Maintenance {
         for meta in objects.into_iter().chain(manifests) {
             folder::delete(&self.target, &meta.location).await?;
         }
+        folder::remove_empty_dirs(&self.target, &folder.path).await;
         Ok(())
     }
 
@@ -456,6 +457,12 @@ impl Maintenance {
         for mut folder in list_folders(&self.target, table, Some(tenant)).await? {
             self.delete_in_folder(&mut folder, removal, delay, now, &mut report)
                 .await?;
+        }
+        if removal.server.is_none() {
+            // Directories a concurrent writer left empty would still name the tenant.
+            let dir =
+                folder::table_path(&self.target, table).join(format!("tenant={tenant}").as_str());
+            folder::remove_empty_tree(&self.target, &dir).await;
         }
         Ok(report)
     }
