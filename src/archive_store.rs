@@ -380,6 +380,11 @@ impl ArchiveLocation {
     /// A message for a failed request to the archive, saying what to check.
     pub fn explain(&self, error: &object_store::Error) -> String {
         let what = format!("archive {}", self.describe());
+        // S3 refuses some credentials with 400 (a malformed or expired session token).
+        let text = error.to_string();
+        let refused_credentials = CREDENTIAL_ERRORS
+            .iter()
+            .any(|code| text.contains(&format!("<Code>{code}</Code>")));
         match error {
             object_store::Error::PermissionDenied { .. }
             | object_store::Error::Unauthenticated { .. } => format!(
@@ -387,6 +392,11 @@ impl ArchiveLocation {
                  secret_access_key, or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / \
                  AWS_SESSION_TOKEN) and that they may list, read, write and delete in the \
                  bucket: {error}"
+            ),
+            _ if refused_credentials => format!(
+                "{what}: access denied: the store refused the credentials; check \
+                 archive.s3.access_key_id, secret_access_key and session_token (or \
+                 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN): {error}"
             ),
             object_store::Error::NotFound { .. } => format!(
                 "{what}: the bucket does not exist (or is in another region than \
@@ -399,6 +409,17 @@ impl ArchiveLocation {
         }
     }
 }
+
+/// S3 error codes of refused credentials, whatever the HTTP status.
+const CREDENTIAL_ERRORS: [&str; 7] = [
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "InvalidClientTokenId",
+    "AccessDenied",
+];
 
 /// Replaces every secret in `message` with `***`.
 fn scrub(message: String, secrets: &[String]) -> String {
