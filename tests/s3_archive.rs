@@ -564,6 +564,32 @@ fn mcpulse_runs_queries_compacts_and_deletes_on_an_s3_archive() {
     assert!(resp.status().is_success(), "{:?}", resp.text());
     assert_eq!(resp.text().unwrap(), "n\n18\n");
 
+    // `routes backtest` replays the incidents archived in the bucket through the routes
+    // and compares with the deliveries recorded there.
+    let out = mcpulse(
+        &config,
+        &[
+            "routes",
+            "backtest",
+            routes.to_str().unwrap(),
+            "--since",
+            "1h",
+            "--format",
+            "json",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let oncall = report["receivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["receiver"] == "oncall")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(oncall["would_send"]["total"], 2, "{report:#}");
+    assert_eq!(oncall["was_sent"]["total"], 2, "{report:#}");
+
     // Compaction of the closed hour: three objects become one, every row kept.
     let folder = format!(
         "{PREFIX}/probes/tenant=acme/date={}/hour={}/",
