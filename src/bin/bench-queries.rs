@@ -1,0 +1,423 @@
+//! Benchmark of the named queries over a month of history: `--days` (30) of `--servers`
+//! (1,000) MCP servers over `--tenants` (50) tenants, probed every minute from three
+//! regions (~130 million `probes` rows), with the month's `signals` (a window per server
+//! and region from the probes, and per tool from spans), and the `alerts`, `drift` and
+//! `notifications` of the outages, storms and tool-list changes in it — written with the
+//! archive's own writers, one object per table and hour folder (as compaction leaves a
+//! closed hour). See `bench_queries/generate.rs`.
+//!
+//! Then every named query (`queries/named/*.sql`, default parameters) runs through the
+//! engine `mcpulse query --named` uses, as an operator and as one tenant (the largest),
+//! and in the same run DuckDB (PyPI `duckdb`, from the test venv) runs the same queries
+//! over the same Parquet files (`bench_queries/duckdb_side.py` has the translation).
+//! Each figure is the best of `--runs` runs after one warm-up run (whose time is printed
+//! as "first": for mcpulse, on a fresh engine, as a `mcpulse query` process sees it).
+//!
+//! ```sh
+//! cargo run --release --bin bench-queries [-- --servers 1000 --days 30 --tenants 50]
+//! cargo run --release --bin bench-queries -- --reuse     # the dataset generated before
+//! ```
+//!
+//! Generation is the slow part: it runs on `--threads` (2) threads, gives up after
+//! `--max-generate-secs` (5400), prints how long it took, and keeps the dataset in
+//! `--data` (default `~/.cache/mcpulse/bench-data/queries-{servers}s-{days}d-{tenants}t`)
+//! for `--reuse`. `--only NAME` runs one query (profiling); `--no-duckdb` leaves DuckDB
+//! out; `--python` names the interpreter that has `duckdb` (default `$MCPULSE_PYTHON`,
+//! else the test venv's).
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mcpulse_queries::named;
+use mcpulse_queries::{ArchiveCatalog, QueryConfig, QueryEngine, Request, Scope};
+use object_store::local::LocalFileSystem;
+use url::Url;
+
+#[path = "bench_queries/generate.rs"]
+mod generate;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const DUCKDB_SIDE: &str = include_str!("bench_queries/duckdb_side.py");
+/// Targets of issue 8.
+const TARGET_SECS: f64 = 1.0;
+const TARGET_RATIO: f64 = 1.0;
+
+struct Args {
+    servers: usize,
+    days: u32,
+    tenants: usize,
+    seed: u64,
+    data: Option<PathBuf>,
+    reuse: bool,
+    threads: usize,
+    max_generate: Duration,
+    runs: usize,
+    only: Option<String>,
+    duckdb: bool,
+    python: Option<String>,
+}
+
+fn args() -> Args {
+    let mut out = Args {
+        servers: 1000,
+        days: 30,
+        tenants: 50,
+        seed: 1,
+        data: None,
+        reuse: false,
+        threads: 2,
+        max_generate: Duration::from_secs(5400),
+        runs: 5,
+        only: None,
+        duckdb: true,
+        python: None,
+    };
+    let mut it = std::env::args().skip(1);
+    let usage = "flags: --servers N --days N --tenants N --seed N --data DIR --reuse --threads N \
+                 --max-generate-secs N --runs N --only QUERY --no-duckdb --python PATH";
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .unwrap_or_else(|| panic!("{flag} needs a value ({usage})"))
+        };
+        let number = |v: String| -> u64 {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{flag}: expected a number, got {v:?}"))
+        };
+        match flag.as_str() {
+            "--servers" => out.servers = number(value()) as usize,
+            "--days" => out.days = number(value()) as u32,
+            "--tenants" => out.tenants = number(value()) as usize,
+            "--seed" => out.seed = number(value()),
+            "--data" => out.data = Some(PathBuf::from(value())),
+            "--reuse" => out.reuse = true,
+            "--threads" => out.threads = number(value()).max(1) as usize,
+            "--max-generate-secs" => out.max_generate = Duration::from_secs(number(value())),
+            "--runs" => out.runs = number(value()).max(1) as usize,
+            "--only" => out.only = Some(value()),
+            "--no-duckdb" => out.duckdb = false,
+            "--python" => out.python = Some(value()),
+            other => panic!("unknown flag {other} ({usage})"),
+        }
+    }
+    assert!(
+        out.servers >= out.tenants && out.tenants > 0 && out.days > 0,
+        "need at least one day, one tenant and a server per tenant"
+    );
+    out
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+
+/// Timings of one query in one scope.
+#[derive(Clone, Debug)]
+struct Timing {
+    first: f64,
+    best: f64,
+    rows: usize,
+}
+
+async fn time_query(
+    engine: &QueryEngine,
+    scope: &Scope,
+    name: &str,
+) -> anyhow::Result<(f64, usize)> {
+    let request = Request::Named {
+        name: name.to_string(),
+        params: BTreeMap::new(),
+    };
+    let started = Instant::now();
+    let result = engine
+        .stream(scope, &request, None)
+        .await?
+        .collect()
+        .await?;
+    Ok((started.elapsed().as_secs_f64(), result.num_rows()))
+}
+
+fn engine(root: &Path) -> QueryEngine {
+    let url = Url::from_directory_path(root).expect("an absolute path");
+    let catalog = ArchiveCatalog::new(url, Arc::new(LocalFileSystem::new()));
+    QueryEngine::new(catalog, QueryConfig::default())
+}
+
+async fn run_mcpulse(
+    root: &Path,
+    tenant: &str,
+    queries: &[String],
+    runs: usize,
+) -> anyhow::Result<BTreeMap<(String, &'static str), Timing>> {
+    let mut out = BTreeMap::new();
+    // One engine for the timed runs, as `mcpulse serve` (HTTP, pgwire) keeps one.
+    let shared = engine(root);
+    for (scope_name, scope) in [
+        ("operator", Scope::All),
+        ("tenant", Scope::Tenant(tenant.to_string())),
+    ] {
+        for name in queries {
+            // The first run on a fresh engine: what one `mcpulse query` process sees.
+            let (first, rows) = time_query(&engine(root), &scope, name).await?;
+            time_query(&shared, &scope, name).await?;
+            let mut best = f64::INFINITY;
+            for _ in 0..runs {
+                best = best.min(time_query(&shared, &scope, name).await?.0);
+            }
+            eprintln!(
+                "  mcpulse {name} ({scope_name}): {rows} rows, first {:.0} ms, best {:.0} ms",
+                first * 1000.0,
+                best * 1000.0
+            );
+            out.insert((name.clone(), scope_name), Timing { first, best, rows });
+        }
+    }
+    Ok(out)
+}
+
+fn python(args: &Args) -> String {
+    if let Some(p) = &args.python {
+        return p.clone();
+    }
+    if let Some(p) = std::env::var_os("MCPULSE_PYTHON") {
+        return p.to_string_lossy().into_owned();
+    }
+    let venv = home().join(".cache/mcpulse/venv/bin/python");
+    if venv.is_file() {
+        return venv.to_string_lossy().into_owned();
+    }
+    "python3".into()
+}
+
+fn run_duckdb(
+    args: &Args,
+    root: &Path,
+    tenant: &str,
+    queries: &[String],
+) -> anyhow::Result<BTreeMap<(String, &'static str), Timing>> {
+    let script = root.join("duckdb_side.py");
+    std::fs::write(&script, DUCKDB_SIDE)?;
+    let mut params = serde_json::Map::new();
+    for name in queries {
+        let query = named::get(name)?;
+        let values: serde_json::Map<String, serde_json::Value> = query
+            .params
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    serde_json::Value::String(p.default.clone().unwrap_or_default()),
+                )
+            })
+            .collect();
+        params.insert(name.clone(), values.into());
+    }
+    let job = serde_json::json!({
+        "root": root,
+        "tenant": tenant,
+        "runs": args.runs,
+        "threads": QueryConfig::default().target_partitions,
+        "queries": queries,
+        "params": params,
+    });
+    let python = python(args);
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("starting {python}: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(job.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "DuckDB's side failed ({}); is duckdb installed for {python}? (scripts/test-deps.sh)",
+        out.status
+    );
+    let parsed: BTreeMap<String, BTreeMap<String, serde_json::Value>> =
+        serde_json::from_slice(&out.stdout)?;
+    let mut timings = BTreeMap::new();
+    for (name, scopes) in parsed {
+        for (scope, v) in scopes {
+            let scope: &'static str = if scope == "operator" {
+                "operator"
+            } else {
+                "tenant"
+            };
+            timings.insert(
+                (name.clone(), scope),
+                Timing {
+                    first: v["first"].as_f64().unwrap_or(f64::NAN),
+                    best: v["best"].as_f64().unwrap_or(f64::NAN),
+                    rows: v["rows"].as_u64().unwrap_or(0) as usize,
+                },
+            );
+        }
+    }
+    Ok(timings)
+}
+
+fn ms(secs: f64) -> String {
+    if secs.is_nan() {
+        "-".into()
+    } else if secs >= 10.0 {
+        format!("{secs:.1} s")
+    } else {
+        format!("{:.0} ms", secs * 1000.0)
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    // The allocator settings of the `mcpulse` binary (freed memory kept, not re-faulted).
+    mcpulse::alloc::tune();
+    let args = args();
+    let dir = args.data.clone().unwrap_or_else(|| {
+        home().join(format!(
+            ".cache/mcpulse/bench-data/queries-{}s-{}d-{}t",
+            args.servers, args.days, args.tenants
+        ))
+    });
+    let dataset = if args.reuse {
+        let dataset = generate::load(&dir)?;
+        eprintln!(
+            "reusing {} (generated in {:.0}s on {} threads)",
+            dir.display(),
+            dataset.written.seconds,
+            dataset.written.threads
+        );
+        dataset
+    } else {
+        let now_minute = chrono::Utc::now().timestamp().div_euclid(60);
+        let spec = generate::Spec {
+            servers: args.servers,
+            days: args.days,
+            tenants: args.tenants,
+            seed: args.seed,
+            end_minute: now_minute,
+        };
+        generate::generate(&dir, spec, args.threads, args.max_generate)?
+    };
+    let root = dir.canonicalize()?;
+    let spec = &dataset.spec;
+    let written = &dataset.written;
+    let age_min = chrono::Utc::now().timestamp().div_euclid(60) - spec.end_minute;
+    println!(
+        "dataset: {} days x {} servers, {} tenants, 3 regions, in {}",
+        spec.days,
+        spec.servers,
+        spec.tenants,
+        root.display()
+    );
+    for table in ["probes", "signals", "alerts", "drift", "notifications"] {
+        println!(
+            "  {table:<14} {:>12} rows {:>8} files {:>11}",
+            written.rows.get(table).copied().unwrap_or(0),
+            written.files.get(table).copied().unwrap_or(0),
+            human_bytes(written.bytes.get(table).copied().unwrap_or(0))
+        );
+    }
+    println!(
+        "generated in {:.0} s on {} threads{}",
+        written.seconds,
+        written.threads,
+        if age_min > 60 {
+            format!(
+                " ({:.1} h ago: the 30-day windows miss the oldest hours)",
+                age_min as f64 / 60.0
+            )
+        } else {
+            String::new()
+        }
+    );
+
+    let queries: Vec<String> = named::all()
+        .into_iter()
+        .map(|q| q.name.to_string())
+        .filter(|n| args.only.as_deref().is_none_or(|o| o == n))
+        .collect();
+    anyhow::ensure!(!queries.is_empty(), "no named query called {:?}", args.only);
+    let tenant = dataset.largest_tenant.clone();
+    eprintln!(
+        "running {} named queries through mcpulse's engine",
+        queries.len()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mcpulse = rt.block_on(run_mcpulse(&root, &tenant, &queries, args.runs))?;
+    let duck = if args.duckdb {
+        eprintln!("running the same queries in DuckDB");
+        Some(run_duckdb(&args, &root, &tenant, &queries)?)
+    } else {
+        None
+    };
+
+    println!();
+    println!(
+        "named queries, default parameters; best of {} runs after a warm-up run (\"first\": mcpulse's on a fresh engine, DuckDB's first in its session); tenant = {tenant}; {} DataFusion partitions, DuckDB threads = {}",
+        args.runs,
+        QueryConfig::default().target_partitions,
+        QueryConfig::default().target_partitions
+    );
+    println!(
+        "{:<22} {:<8} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7}  targets (<1 s, ratio <= 1.0)",
+        "query", "scope", "rows", "first", "mcpulse", "DuckDB 1st", "DuckDB", "ratio"
+    );
+    let mut met = 0;
+    let mut total = 0;
+    for name in &queries {
+        for scope in ["operator", "tenant"] {
+            let key = (name.clone(), scope);
+            let m = &mcpulse[&key];
+            let d = duck.as_ref().and_then(|d| d.get(&key));
+            let ratio = d.map(|d| m.best / d.best);
+            let fast = m.best < TARGET_SECS;
+            let ok = fast && ratio.is_none_or(|r| r <= TARGET_RATIO);
+            total += 1;
+            met += usize::from(ok);
+            let mut note = String::new();
+            if let Some(d) = d
+                && d.rows != m.rows
+            {
+                note = format!("  (DuckDB returned {} rows)", d.rows);
+            }
+            println!(
+                "{name:<22} {scope:<8} {:>7} {:>10} {:>10} {:>10} {:>10} {:>7}  {}{note}",
+                m.rows,
+                ms(m.first),
+                ms(m.best),
+                d.map_or("-".into(), |d| ms(d.first)),
+                d.map_or("-".into(), |d| ms(d.best)),
+                ratio.map_or("-".into(), |r| format!("{r:.2}")),
+                match (fast, ratio.is_none_or(|r| r <= TARGET_RATIO)) {
+                    (true, true) => "met",
+                    (false, true) => "MISSED: >= 1 s",
+                    (true, false) => "MISSED: slower than DuckDB",
+                    (false, false) => "MISSED: >= 1 s and slower than DuckDB",
+                }
+            );
+        }
+    }
+    println!("targets met: {met} of {total}");
+    Ok(())
+}
