@@ -178,6 +178,7 @@ import mcp.server._otel  # spans of the SDK itself (tests/python/instrumented_mc
 import uvicorn
 import boto3
 import moto.server  # `moto_server`: the S3-compatible server of tests/s3_archive.rs
+import duckdb, numpy, pyarrow  # the baseline of bench-queries (and its smoke test)
 ' >&2
         echo "${WANT}" >"${STAMP}"
         log "venv ready"
