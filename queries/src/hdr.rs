@@ -146,13 +146,11 @@ struct HdrMergeAccumulator {
 
 impl HdrMergeAccumulator {
     fn merge_array(&mut self, array: &ArrayRef) -> Result<()> {
+        // Each histogram is added straight from its bytes (no histogram built per row).
         for bytes in binary_values(HdrMerge::NAME, array)?.flatten() {
-            let h = decode(HdrMerge::NAME, bytes)?;
-            match &mut self.merged {
-                None => self.merged = Some(h),
-                Some(merged) => latency_hist::merge_into(merged, &h)
-                    .map_err(|e| exec_datafusion_err!("{}: {e}", HdrMerge::NAME))?,
-            }
+            let merged = self.merged.get_or_insert_with(latency_hist::new_histogram);
+            latency_hist::merge_encoded(merged, bytes)
+                .map_err(|e| exec_datafusion_err!("{}: invalid histogram: {e}", HdrMerge::NAME))?;
         }
         Ok(())
     }

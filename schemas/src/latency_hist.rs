@@ -180,6 +180,121 @@ pub fn decode(bytes: &[u8]) -> Result<Histogram<u64>, HistogramError> {
     Ok(h)
 }
 
+/// Adds the values of an encoding to `into`, accepting and refusing exactly what
+/// [`decode`] does, without building a histogram of it: the counts are read straight
+/// from the payload and only the non-empty buckets are recorded. This is what merging
+/// many stored histograms (`hdr_merge` over a month of windows) costs per row: a few
+/// dozen numbers read, instead of a counts array allocated, zeroed and scanned.
+///
+/// Encodings of other bounds than this module's (which no writer of the archive makes)
+/// go through [`decode`] and [`merge_into`]. On an error `into` may hold part of the
+/// values: callers discard it.
+pub fn merge_encoded(into: &mut Histogram<u64>, bytes: &[u8]) -> Result<(), HistogramError> {
+    if bytes.len() > MAX_ENCODED_LEN {
+        return Err(HistogramError::TooLarge {
+            len: bytes.len(),
+            max: MAX_ENCODED_LEN,
+        });
+    }
+    if bytes.len() < V2_HEADER_LEN {
+        return Err(HistogramError::Truncated(bytes.len()));
+    }
+    let be_u32 =
+        |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let be_u64 = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_be_bytes(b)
+    };
+    match be_u32(0) {
+        V2_COOKIE => {}
+        V2_COMPRESSED_COOKIE => return Err(HistogramError::Compressed),
+        other => return Err(HistogramError::BadCookie(other)),
+    }
+    let payload = &bytes[V2_HEADER_LEN..];
+    let declared = be_u32(4);
+    if declared as usize != payload.len() {
+        return Err(HistogramError::LengthMismatch {
+            declared: declared.into(),
+            actual: payload.len(),
+        });
+    }
+    let sigfig = be_u32(12);
+    if sigfig > u32::from(SIGFIG) {
+        return Err(HistogramError::TooPrecise(sigfig));
+    }
+    let ours = be_u32(8) == 0
+        && sigfig == u32::from(SIGFIG)
+        && be_u64(16) == LOWEST
+        && f64::from_bits(be_u64(32)) == 1.0;
+    if !ours {
+        return merge_into(into, &decode(bytes)?);
+    }
+    // This module's layout: 256 sub-buckets (half: 2^7), unit magnitude 0.
+    const HALF_MAGNITUDE: u32 = 7;
+    const HALF: u64 = 1 << HALF_MAGNITUDE;
+    let value_of = |index: u64| -> u64 {
+        let bucket = (index >> HALF_MAGNITUDE) as i64 - 1;
+        let sub = (index & (HALF - 1)) + HALF;
+        if bucket < 0 {
+            sub - HALF
+        } else {
+            sub << bucket
+        }
+    };
+    // The same walk as `check_counts`, recording as it goes.
+    let mut rest = payload;
+    let mut index: u64 = 0;
+    let mut total: u64 = 0;
+    while !rest.is_empty() {
+        let mut value: u64 = 0;
+        let mut used = 0;
+        loop {
+            let Some(&b) = rest.get(used) else {
+                return Err(HistogramError::CorruptCounts("truncated number"));
+            };
+            if used == 8 {
+                value |= u64::from(b) << 56;
+                used += 1;
+                break;
+            }
+            value |= u64::from(b & 0x7f) << (7 * used);
+            used += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        rest = &rest[used..];
+        let n = ((value >> 1) as i64) ^ -((value & 1) as i64);
+        if n == i64::MIN {
+            return Err(HistogramError::CorruptCounts(
+                "impossible run of empty buckets",
+            ));
+        }
+        if n < 0 {
+            index = index.saturating_add(n.unsigned_abs());
+            continue;
+        }
+        if n > 0 {
+            total = total
+                .checked_add(n as u64)
+                .filter(|t| *t <= MAX_TOTAL_COUNT)
+                .ok_or(HistogramError::CorruptCounts("total count too large"))?;
+            // Buckets past 64 doublings cannot be recorded by any histogram.
+            if index >= (64 - u64::from(HALF_MAGNITUDE)) << HALF_MAGNITUDE {
+                return Err(HistogramError::CorruptCounts("bucket out of range"));
+            }
+            into.record_n(value_of(index), n as u64)
+                .map_err(|_| HistogramError::CorruptCounts("value out of range"))?;
+        }
+        index += 1;
+    }
+    if into.len() > MAX_TOTAL_COUNT {
+        return Err(HistogramError::CorruptCounts("total count too large"));
+    }
+    Ok(())
+}
+
 /// Walks the V2 counts payload (zig-zag LEB128 numbers of at most 9 bytes: counts, or
 /// negated runs of empty buckets) checking what the deserializer would otherwise trust:
 /// no run of `i64::MIN` zeros (its negation overflows) and a total that fits
@@ -296,6 +411,69 @@ mod tests {
         assert!(back.is_empty());
         assert_eq!(quantile_ms(&back, 0.99), None);
         assert_eq!(max_ms(&back), None);
+    }
+
+    #[test]
+    fn merging_encodings_equals_merging_histograms() {
+        let a = sample();
+        let mut b = new_histogram();
+        for ms in [0.001, 0.5, 3.0, 250.0, 7_200_000.0] {
+            record_ms(&mut b, ms);
+        }
+        b.record_n(1234, 7).unwrap();
+        let mut expected = new_histogram();
+        merge_into(&mut expected, &a).unwrap();
+        merge_into(&mut expected, &b).unwrap();
+        let mut merged = new_histogram();
+        merge_encoded(&mut merged, &encode(&a)).unwrap();
+        merge_encoded(&mut merged, &encode(&b)).unwrap();
+        merge_encoded(&mut merged, &encode(&new_histogram())).unwrap();
+        // The same counts (the highest trackable value in the header may differ: the
+        // two grow in different steps).
+        let recorded = |h: &Histogram<u64>| -> Vec<(u64, u64)> {
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect()
+        };
+        assert_eq!(recorded(&merged), recorded(&expected));
+        assert_eq!(merged.len(), a.len() + b.len());
+        for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
+            assert_eq!(quantile_ms(&merged, q), quantile_ms(&expected, q));
+        }
+        // Other bounds (one significant digit) go through a full decode, still lossless.
+        let mut coarse = Histogram::<u64>::new_with_bounds(1, 10_000, 1).unwrap();
+        coarse.auto(true);
+        coarse.record_n(4_321, 3).unwrap();
+        merge_encoded(&mut merged, &encode(&coarse)).unwrap();
+        merge_into(&mut expected, &coarse).unwrap();
+        assert_eq!(recorded(&merged), recorded(&expected));
+    }
+
+    #[test]
+    fn merging_refuses_what_decode_refuses() {
+        let good = encode(&sample());
+        let mut bad_cookie = good.clone();
+        bad_cookie[3] ^= 0xff;
+        let mut truncated = good.clone();
+        truncated.pop();
+        let mut too_precise = good.clone();
+        too_precise[15] = 3;
+        for bytes in [
+            &bad_cookie[..],
+            &truncated[..],
+            &too_precise[..],
+            &good[..10],
+        ] {
+            assert!(decode(bytes).is_err());
+            assert!(merge_encoded(&mut new_histogram(), bytes).is_err());
+        }
+        // A run of i64::MIN empty buckets (zig-zag 2^64 - 1: nine bytes).
+        let mut run = good[..V2_HEADER_LEN].to_vec();
+        let payload = [0xffu8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        run[4..8].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+        run.extend_from_slice(&payload);
+        assert!(decode(&run).is_err());
+        assert!(merge_encoded(&mut new_histogram(), &run).is_err());
     }
 
     #[test]

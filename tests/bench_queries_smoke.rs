@@ -1,0 +1,138 @@
+//! `bench-queries` at a tiny size (8 servers, 2 tenants, one day): the history is
+//! generated with the archive's writers, every named query runs through mcpulse's engine
+//! as operator and tenant, DuckDB runs the same queries over the same files and returns
+//! as many rows, and the figures and ratios are printed; `--reuse` then runs over the
+//! same dataset without generating it again. Figures are not checked (performance lives
+//! in the benchmark, not in timed tests).
+//!
+//! DuckDB comes from the test venv (scripts/test-deps.sh: duckdb, numpy, pyarrow); without
+//! it, and only outside CI, the mcpulse side runs alone (`--no-duckdb`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn python() -> String {
+    if let Some(p) = std::env::var_os("MCPULSE_PYTHON") {
+        return p.to_string_lossy().into_owned();
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let venv = home.join(".cache/mcpulse/venv/bin/python");
+    if venv.is_file() {
+        venv.to_string_lossy().into_owned()
+    } else {
+        "python3".into()
+    }
+}
+
+fn has_duckdb(python: &str) -> bool {
+    Command::new(python)
+        .args(["-c", "import duckdb, numpy, pyarrow"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_bench-queries"))
+        .args(args)
+        .output()
+        .expect("running bench-queries");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench-queries failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
+#[test]
+fn bench_queries_runs_at_a_tiny_size() {
+    let python = python();
+    let with_duckdb = has_duckdb(&python);
+    if !with_duckdb {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{python} cannot import duckdb, numpy and pyarrow: scripts/test-deps.sh installs them"
+        );
+        eprintln!("no duckdb for {python}: running the mcpulse side only");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("history");
+    let data = data.to_str().unwrap();
+    let mut args = vec![
+        "--servers",
+        "8",
+        "--tenants",
+        "2",
+        "--days",
+        "1",
+        "--runs",
+        "1",
+        "--data",
+        data,
+        "--python",
+        &python,
+    ];
+    if !with_duckdb {
+        args.push("--no-duckdb");
+    }
+    let stdout = run(&args);
+    assert!(
+        stdout.contains("dataset: 1 days x 8 servers, 2 tenants"),
+        "{stdout}"
+    );
+    // Every table has rows: 8 servers x 3 regions x 1,440 minutes of probes.
+    let probes = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("probes "))
+        .unwrap_or_else(|| panic!("no probes line:\n{stdout}"));
+    assert!(probes.contains(" 34560 rows"), "{probes}");
+    for table in ["signals", "alerts", "notifications"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{table} ")))
+            .unwrap_or_else(|| panic!("no {table} line:\n{stdout}"));
+        assert!(!line.contains(" 0 rows"), "{line}");
+    }
+    for query in [
+        "uptime_30d",
+        "tool_latency_hourly",
+        "error_budget_burn",
+        "mttd_mttr",
+        "drift_timeline",
+        "storms",
+        "notification_delivery",
+    ] {
+        for scope in ["operator", "tenant"] {
+            let line = stdout
+                .lines()
+                .find(|l| l.starts_with(query) && l.contains(scope))
+                .unwrap_or_else(|| panic!("no figures for {query} ({scope}):\n{stdout}"));
+            if with_duckdb {
+                assert!(!line.contains("DuckDB returned"), "{line}");
+            }
+        }
+    }
+    assert!(stdout.contains("targets met:"), "{stdout}");
+    // The uptime of every server: 8 rows as operator.
+    let uptime = stdout
+        .lines()
+        .find(|l| l.starts_with("uptime_30d") && l.contains("operator"))
+        .unwrap();
+    assert!(uptime.split_whitespace().nth(2) == Some("8"), "{uptime}");
+
+    // Again over the same files, without generating them.
+    let stdout = run(&[
+        "--reuse",
+        "--data",
+        data,
+        "--runs",
+        "1",
+        "--only",
+        "uptime_30d",
+        "--no-duckdb",
+    ]);
+    assert!(stdout.contains("dataset: 1 days x 8 servers"), "{stdout}");
+    assert!(stdout.contains("targets met:"), "{stdout}");
+}
