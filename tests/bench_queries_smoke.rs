@@ -136,3 +136,64 @@ fn bench_queries_runs_at_a_tiny_size() {
     assert!(stdout.contains("dataset: 1 days x 8 servers"), "{stdout}");
     assert!(stdout.contains("targets met:"), "{stdout}");
 }
+
+/// DuckDB's side refuses a query whose SQL is not what its translation was written from,
+/// so a changed `queries/named/*.sql` cannot be timed against a stale DuckDB copy.
+#[test]
+fn duckdb_side_refuses_a_stale_translation() {
+    use std::io::Write as _;
+    let python = python();
+    if !has_duckdb(&python) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{python} cannot import duckdb, numpy and pyarrow: scripts/test-deps.sh installs them"
+        );
+        return;
+    }
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/bin/bench_queries/duckdb_side.py");
+    let uptime = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("queries/named/uptime_30d.sql"),
+    )
+    .unwrap();
+    let job = |sql: &str| {
+        serde_json::json!({
+            "root": "/nonexistent", "tenant": "t", "runs": 1, "threads": 1,
+            "queries": [], "params": {}, "sql": {"uptime_30d": sql},
+        })
+        .to_string()
+    };
+    let run = |input: String| {
+        let mut child = Command::new(&python)
+            .arg(&script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // The SQL as shipped: accepted (no query asked for, so nothing runs).
+    let out = run(job(&uptime));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same query edited: refused, by name.
+    let out = run(job(
+        &uptime.replace("ORDER BY uptime_pct", "ORDER BY server")
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("uptime_30d") && stderr.contains("TRANSLATED_FROM"),
+        "{stderr}"
+    );
+}

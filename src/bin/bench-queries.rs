@@ -204,8 +204,11 @@ fn run_duckdb(
     let script = root.join("duckdb_side.py");
     std::fs::write(&script, DUCKDB_SIDE)?;
     let mut params = serde_json::Map::new();
+    // The SQL mcpulse runs, so DuckDB's side can tell when its translation is stale.
+    let mut sql = serde_json::Map::new();
     for name in queries {
         let query = named::get(name)?;
+        sql.insert(name.clone(), query.sql.into());
         let values: serde_json::Map<String, serde_json::Value> = query
             .params
             .iter()
@@ -225,6 +228,7 @@ fn run_duckdb(
         "threads": QueryConfig::default().target_partitions,
         "queries": queries,
         "params": params,
+        "sql": sql,
     });
     let python = python(args);
     let mut child = Command::new(&python)
@@ -242,7 +246,8 @@ fn run_duckdb(
     let out = child.wait_with_output()?;
     anyhow::ensure!(
         out.status.success(),
-        "DuckDB's side failed ({}); is duckdb installed for {python}? (scripts/test-deps.sh)",
+        "DuckDB's side failed ({}); its error is above (is duckdb installed for {python}? \
+         scripts/test-deps.sh installs it)",
         out.status
     );
     let parsed: BTreeMap<String, BTreeMap<String, serde_json::Value>> =

@@ -3,10 +3,14 @@ translated to DuckDB SQL, over the same Parquet files with hive partitioning on.
 
 Reads its job as JSON on stdin:
   {"root": archive dir, "tenant": tenant of the tenant-scoped runs, "runs": N,
-   "threads": DuckDB threads, "queries": [names], "params": {name: {param: value}}}
+   "threads": DuckDB threads, "queries": [names], "params": {name: {param: value}},
+   "sql": {name: the named query's SQL as mcpulse runs it}}
 and prints one JSON object on stdout: {name: {scope: {"first": s, "best": s,
 "times": [s...], "rows": n}}}. Timings are wall-clock seconds of executing the query
 and fetching every row as Arrow.
+
+A query whose SQL no longer hashes to what its translation was written from
+(TRANSLATED_FROM) is refused: exit status 2, naming it.
 
 Translation notes (the SQL is otherwise the same text):
 - A table is a view over read_parquet('{root}/{table}/*/*/*/*.parquet',
@@ -22,6 +26,7 @@ Translation notes (the SQL is otherwise the same text):
   list_sort(list(DISTINCT x)).
 """
 
+import hashlib
 import json
 import sys
 import time
@@ -154,6 +159,29 @@ def lit(value):
     if isinstance(value, (int, float)):
         return repr(value)
     return "'" + str(value).replace("'", "''") + "'"
+
+
+# The SHA-256 of each queries/named/*.sql file its translation below was written from.
+# The job carries the SQL mcpulse runs; a query whose file has changed since its
+# translation is refused, so the two sides never time different queries.
+TRANSLATED_FROM = {
+    "drift_timeline": "f95d488b53f02ce8f4ee2be0667bd67e09b4f670b7993320a69bcad41d429873",
+    "error_budget_burn": "aae05cc62413dc72bcda59d57800e3d6ca4645e0f83b77d190f2533a4347b567",
+    "mttd_mttr": "989294b5321bfb63fda0b7767526a41ca51f0ec13c595284f8de2dd549c50981",
+    "notification_delivery": "ffea7b33aa9d5e5d02d246381a54dbb642bd78e4c891b6ebe34c83a956caac8a",
+    "storms": "776d8d631dde76456ff12e8f55a650404583eff72af394b9c9d15a74c944fc80",
+    "tool_latency_hourly": "ca28888cbe9b1dbee86ea071b2e2e2b702efe939f60f0c126b50ba31ccf7436b",
+    "uptime_30d": "c9f8331349a12101f696ad57e597739035d3beaf8ac9d91ae8a3be3e3e216626",
+}
+
+
+def stale_translations(sources):
+    """The names in `sources` (name -> the SQL mcpulse runs) without an up-to-date translation."""
+    return sorted(
+        name
+        for name, text in sources.items()
+        if name not in SQL or hashlib.sha256(text.encode()).hexdigest() != TRANSLATED_FROM.get(name)
+    )
 
 
 SQL = {
@@ -340,6 +368,14 @@ def run(con, sql):
 
 def main():
     job = json.load(sys.stdin)
+    stale = stale_translations(job["sql"])
+    if stale:
+        print(
+            f"duckdb_side.py has no translation of the current queries/named/*.sql for: {', '.join(stale)};"
+            " translate the changed SQL into SQL below and record the file's SHA-256 in TRANSLATED_FROM",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     out = {}
     for scope, tenant in (("operator", None), ("tenant", job["tenant"])):
         con = connect(job["root"], tenant, job["threads"])
