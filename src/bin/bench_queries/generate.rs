@@ -852,7 +852,7 @@ fn notifications(e: &AlertEvent, server: &Server, r: &mut Rng) -> Vec<Notificati
         )),
         _ => {
             if matches!(e.severity, Severity::P1 | Severity::P2) {
-                if server.tenant % 3 == 0 {
+                if server.tenant.is_multiple_of(3) {
                     to.push(route(
                         format!("{tenant}-oncall"),
                         "opsgenie",
@@ -1155,7 +1155,7 @@ impl World {
                 .filter(|o| o.start < to && o.end > from)
                 .collect();
             let mut r = Rng::new(self.spec.seed, &[7, s as u64, hour_minute as u64]);
-            for region in 0..REGIONS.len() {
+            for (region, region_name) in REGIONS.iter().enumerate() {
                 for minute in from..to {
                     let outage = failing(&outages, region, minute);
                     let probe = self.probe(server, region, minute, outage, &mut r);
@@ -1172,7 +1172,7 @@ impl World {
                             server: server.name.clone(),
                             tool: None,
                             method: None,
-                            region: Some(REGIONS[region].to_string()),
+                            region: Some(region_name.to_string()),
                         },
                         minute,
                     );
