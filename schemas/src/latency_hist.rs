@@ -242,64 +242,36 @@ pub fn merge_encoded(into: &mut Histogram<u64>, bytes: &[u8]) -> Result<(), Hist
             sub << bucket
         }
     };
-    // The same walk as `check_counts`, recording as it goes.
-    let mut rest = payload;
-    let mut index: u64 = 0;
-    let mut total: u64 = 0;
-    while !rest.is_empty() {
-        let mut value: u64 = 0;
-        let mut used = 0;
-        loop {
-            let Some(&b) = rest.get(used) else {
-                return Err(HistogramError::CorruptCounts("truncated number"));
-            };
-            if used == 8 {
-                value |= u64::from(b) << 56;
-                used += 1;
-                break;
-            }
-            value |= u64::from(b & 0x7f) << (7 * used);
-            used += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
+    walk_counts(payload, |index, count| {
+        // Buckets past 64 doublings cannot be recorded by any histogram.
+        if index >= (64 - u64::from(HALF_MAGNITUDE)) << HALF_MAGNITUDE {
+            return Err(HistogramError::CorruptCounts("bucket out of range"));
         }
-        rest = &rest[used..];
-        let n = ((value >> 1) as i64) ^ -((value & 1) as i64);
-        if n == i64::MIN {
-            return Err(HistogramError::CorruptCounts(
-                "impossible run of empty buckets",
-            ));
-        }
-        if n < 0 {
-            index = index.saturating_add(n.unsigned_abs());
-            continue;
-        }
-        if n > 0 {
-            total = total
-                .checked_add(n as u64)
-                .filter(|t| *t <= MAX_TOTAL_COUNT)
-                .ok_or(HistogramError::CorruptCounts("total count too large"))?;
-            // Buckets past 64 doublings cannot be recorded by any histogram.
-            if index >= (64 - u64::from(HALF_MAGNITUDE)) << HALF_MAGNITUDE {
-                return Err(HistogramError::CorruptCounts("bucket out of range"));
-            }
-            into.record_n(value_of(index), n as u64)
-                .map_err(|_| HistogramError::CorruptCounts("value out of range"))?;
-        }
-        index += 1;
-    }
+        into.record_n(value_of(index), count)
+            .map_err(|_| HistogramError::CorruptCounts("value out of range"))
+    })?;
     if into.len() > MAX_TOTAL_COUNT {
         return Err(HistogramError::CorruptCounts("total count too large"));
     }
     Ok(())
 }
 
+/// Checks the V2 counts payload for what the deserializer would otherwise trust (see
+/// [`walk_counts`]).
+fn check_counts(payload: &[u8]) -> Result<(), HistogramError> {
+    walk_counts(payload, |_, _| Ok(()))
+}
+
 /// Walks the V2 counts payload (zig-zag LEB128 numbers of at most 9 bytes: counts, or
-/// negated runs of empty buckets) checking what the deserializer would otherwise trust:
-/// no run of `i64::MIN` zeros (its negation overflows) and a total that fits
-/// [`MAX_TOTAL_COUNT`] (so sums over the counts cannot overflow later).
-fn check_counts(mut payload: &[u8]) -> Result<(), HistogramError> {
+/// negated runs of empty buckets), calling `on_count(bucket index, count)` for each
+/// non-zero count, and checking what the deserializer would otherwise trust: no run of
+/// `i64::MIN` zeros (its negation overflows) and a total that fits [`MAX_TOTAL_COUNT`]
+/// (so sums over the counts cannot overflow later).
+fn walk_counts(
+    mut payload: &[u8],
+    mut on_count: impl FnMut(u64, u64) -> Result<(), HistogramError>,
+) -> Result<(), HistogramError> {
+    let mut index: u64 = 0;
     let mut total: u64 = 0;
     while !payload.is_empty() {
         let mut value: u64 = 0;
@@ -327,12 +299,18 @@ fn check_counts(mut payload: &[u8]) -> Result<(), HistogramError> {
                 "impossible run of empty buckets",
             ));
         }
+        if n < 0 {
+            index = index.saturating_add(n.unsigned_abs());
+            continue;
+        }
         if n > 0 {
             total = total
                 .checked_add(n as u64)
                 .filter(|t| *t <= MAX_TOTAL_COUNT)
                 .ok_or(HistogramError::CorruptCounts("total count too large"))?;
+            on_count(index, n as u64)?;
         }
+        index += 1;
     }
     Ok(())
 }
