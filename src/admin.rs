@@ -43,6 +43,10 @@ pub enum AdminCommand {
         /// nothing writes to it any more.
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         after: Option<Duration>,
+        /// Compact whole days (into their `hour=day` folders) that ended at least this
+        /// long ago (default: archive.maintenance.day_compact_after).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        day_after: Option<Duration>,
         /// Delete replaced objects once they were replaced this long ago (default:
         /// archive.maintenance.delete_delay; queries that listed them may need them until
         /// then).
@@ -86,8 +90,20 @@ pub fn run(command: AdminCommand, config: Config) -> anyhow::Result<()> {
                 tables,
                 tenant,
                 after,
+                day_after,
                 delay,
-            } => compact(&maintenance, &config, &tables, tenant, after, delay).await,
+            } => {
+                compact(
+                    &maintenance,
+                    &config,
+                    &tables,
+                    tenant,
+                    after,
+                    day_after,
+                    delay,
+                )
+                .await
+            }
             AdminCommand::Retention { dry_run } => retention(&maintenance, &config, dry_run).await,
             AdminCommand::Delete {
                 tenant,
@@ -132,6 +148,7 @@ async fn compact(
     tables: &[String],
     tenant: Option<String>,
     after: Option<Duration>,
+    day_after: Option<Duration>,
     delay: Option<Duration>,
 ) -> anyhow::Result<()> {
     let tables = parse_tables(tables)?;
@@ -140,13 +157,14 @@ async fn compact(
     }
     let settings = &config.archive.maintenance;
     let after = after.unwrap_or(settings.compact_after);
+    let day_after = day_after.unwrap_or(settings.day_compact_after);
     let delay = delay.unwrap_or(settings.delete_delay);
     let now = Utc::now();
     let mut total = Report::default();
     for table in tables {
         eprintln!("{}: compacting…", table.name());
         let mut report = maintenance
-            .compact(table, tenant.as_deref(), after, now)
+            .compact(table, tenant.as_deref(), after, day_after, now)
             .await
             .with_context(|| format!("compacting {}", table.name()))?;
         report.add(

@@ -253,7 +253,13 @@ async fn queries_see_every_row_once_while_compaction_runs() {
     while quiet_rounds < 2 || started.elapsed() < Duration::from_secs(8) {
         let now = Utc::now();
         let report = maintenance
-            .compact(Table::Probes, None, Duration::from_secs(3600), now)
+            .compact(
+                Table::Probes,
+                None,
+                Duration::from_secs(3600),
+                Duration::from_secs(2 * 3600),
+                now,
+            )
             .await
             .unwrap();
         generations += report.folders_compacted;

@@ -6,7 +6,8 @@
 //! wrapper derives the equivalent partition predicates from such bounds and hands them to
 //! the listing table with the original filters, so only the folders that can hold
 //! matching rows are listed. The derived predicates are implied by the originals, so
-//! results never change.
+//! results never change. A date's day folder (`hour=day`, a closed day compacted) may
+//! hold rows of any hour of its date, so it is kept whenever its date is.
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use datafusion::error::Result;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{col, lit};
+use mcpulse_schemas::folder_manifest::DAY_HOUR;
 
 /// A listing table whose scans also prune `date`/`hour` folders from time bounds.
 #[derive(Debug)]
@@ -145,20 +147,27 @@ fn date_hour(t: DateTime<Utc>) -> (String, String) {
     (t.format("%Y-%m-%d").to_string(), format!("{:02}", t.hour()))
 }
 
-/// Rows at or after `t` live in folders at or after `t`'s (date, hour).
-fn at_or_after(t: DateTime<Utc>) -> Expr {
-    let (date, hour) = date_hour(t);
-    col("date")
-        .gt(lit(date.clone()))
-        .or(col("date").eq(lit(date)).and(col("hour").gt_eq(lit(hour))))
+/// `t`'s date's day folder.
+fn day_folder() -> Expr {
+    col("hour").eq(lit(DAY_HOUR))
 }
 
-/// Rows at or before `t` live in folders at or before `t`'s (date, hour).
+/// Rows at or after `t` live in folders at or after `t`'s (date, hour), or in its date's
+/// day folder.
+fn at_or_after(t: DateTime<Utc>) -> Expr {
+    let (date, hour) = date_hour(t);
+    col("date").gt(lit(date.clone())).or(col("date")
+        .eq(lit(date))
+        .and(col("hour").gt_eq(lit(hour)).or(day_folder())))
+}
+
+/// Rows at or before `t` live in folders at or before `t`'s (date, hour), or in its date's
+/// day folder.
 fn at_or_before(t: DateTime<Utc>) -> Expr {
     let (date, hour) = date_hour(t);
-    col("date")
-        .lt(lit(date.clone()))
-        .or(col("date").eq(lit(date)).and(col("hour").lt_eq(lit(hour))))
+    col("date").lt(lit(date.clone())).or(col("date")
+        .eq(lit(date))
+        .and(col("hour").lt_eq(lit(hour)).or(day_folder())))
 }
 
 #[cfg(test)]

@@ -62,6 +62,8 @@ impl ManifestCache {
 pub struct VisibleStore {
     inner: Arc<dyn ObjectStore>,
     manifests: Arc<ManifestCache>,
+    /// Day folder listings taken by this store (a store serves one query).
+    days: Arc<DayListings>,
 }
 
 impl VisibleStore {
@@ -71,7 +73,11 @@ impl VisibleStore {
 
     /// A store reading manifests through `manifests` (shared by the catalog's queries).
     pub fn with_cache(inner: Arc<dyn ObjectStore>, manifests: Arc<ManifestCache>) -> Self {
-        Self { inner, manifests }
+        Self {
+            inner,
+            manifests,
+            days: Arc::default(),
+        }
     }
 }
 
@@ -118,13 +124,112 @@ async fn read_manifest(
     }
 }
 
-/// The visible objects of one folder, given what a listing showed of it.
+/// What a folder is, from its last path segment.
+enum FolderKind {
+    /// `hour=HH`: judged against its own manifest and its date's day folder's.
+    Hour { hour: String, day_folder: Path },
+    /// `hour=day`: a closed day's objects.
+    Day,
+    /// Anything else (not an archive table folder): its own manifest only.
+    Other,
+}
+
+fn folder_kind(folder: &Path) -> FolderKind {
+    let parts: Vec<_> = folder.parts().collect();
+    let Some(hour) = parts
+        .last()
+        .and_then(|p| p.as_ref().strip_prefix("hour=").map(str::to_string))
+    else {
+        return FolderKind::Other;
+    };
+    if hour == folder_manifest::DAY_HOUR {
+        return FolderKind::Day;
+    }
+    let day_folder = Path::from_iter(parts[..parts.len() - 1].iter().cloned())
+        .join(format!("hour={}", folder_manifest::DAY_HOUR).as_str());
+    FolderKind::Hour { hour, day_folder }
+}
+
+/// The listings of day folders one store (one query) has taken: the day folder and every
+/// hour folder of its date are judged against the same listing, so a day compaction that
+/// commits while the query lists never shows a row twice (day objects from a later
+/// listing, hour objects hidden only by a manifest an earlier listing missed).
+#[derive(Debug, Default)]
+pub struct DayListings {
+    entries: Mutex<HashMap<Path, Arc<tokio::sync::OnceCell<Vec<ObjectMeta>>>>>,
+}
+
+impl DayListings {
+    /// The listing of `day_folder`: the one taken before, else `listed` (what the caller
+    /// just listed of it), else a new listing.
+    async fn get(
+        &self,
+        store: &dyn ObjectStore,
+        day_folder: &Path,
+        listed: Option<Vec<ObjectMeta>>,
+    ) -> Result<Vec<ObjectMeta>> {
+        let cell = self
+            .entries
+            .lock()
+            .expect("not poisoned")
+            .entry(day_folder.clone())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async move {
+            match listed {
+                Some(listed) => Ok(listed),
+                None => match store.list_with_delimiter(Some(day_folder)).await {
+                    Ok(result) => Ok(result.objects),
+                    Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+                    Err(e) => Err(e),
+                },
+            }
+        })
+        .await
+        .cloned()
+    }
+}
+
+/// The latest manifest a folder listing shows (`Ok(None)` when it shows none); an error if
+/// it was deleted since (a query running longer than the delete delay).
+async fn latest_manifest(
+    store: &dyn ObjectStore,
+    cache: &ManifestCache,
+    folder: &Path,
+    listed: &[ObjectMeta],
+) -> Result<Option<Arc<FolderManifest>>> {
+    let names = listed
+        .iter()
+        .map(|m| folder_manifest::file_name(m.location.as_ref()));
+    let Some(generation) = folder_manifest::latest_generation(names) else {
+        return Ok(None);
+    };
+    match read_manifest(store, cache, folder, generation).await? {
+        Some(manifest) => Ok(Some(manifest)),
+        None => Err(object_store::Error::Generic {
+            store: "archive",
+            source: format!(
+                "the manifest of {folder} changed while the query listed it (a query \
+                 outlived archive.maintenance.delete_delay)"
+            )
+            .into(),
+        }),
+    }
+}
+
+/// The visible objects of one folder, given what a listing showed of it. `day` is the
+/// latest manifest of the date's day folder when `folder` is hour folder `hour=HH`.
 pub async fn visible_in_folder(
     store: &dyn ObjectStore,
     cache: &ManifestCache,
     folder: &Path,
     mut listed: Vec<ObjectMeta>,
+    day: Option<(&str, Option<&FolderManifest>)>,
 ) -> Result<Vec<ObjectMeta>> {
+    let (hour, day) = match day {
+        Some((hour, day)) => (hour, day),
+        None => ("", None),
+    };
     // Two attempts: a manifest listed may have been replaced and deleted since.
     for _ in 0..2 {
         let names = || {
@@ -134,14 +239,15 @@ pub async fn visible_in_folder(
         };
         let Some(generation) = folder_manifest::latest_generation(names()) else {
             // No manifest: every object but compaction leftovers.
-            let visibility = folder_manifest::visible(names(), None);
+            let visibility = folder_manifest::visible_in_hour(names(), None, hour, day);
             return Ok(keep(listed, &visibility.visible));
         };
         let Some(manifest) = read_manifest(store, cache, folder, generation).await? else {
             listed = store.list_with_delimiter(Some(folder)).await?.objects;
             continue;
         };
-        let visibility = folder_manifest::visible(names(), Some(manifest.as_ref()));
+        let visibility =
+            folder_manifest::visible_in_hour(names(), Some(manifest.as_ref()), hour, day);
         let mut out = keep(listed, &visibility.visible);
         for name in &visibility.unlisted_live {
             out.push(store.head(&folder.clone().join(name.as_str())).await?);
@@ -152,6 +258,35 @@ pub async fn visible_in_folder(
         store: "archive",
         source: format!("the manifests of {folder} keep changing while listing it").into(),
     })
+}
+
+/// The visible objects of one folder of a listing, day folders taken into account.
+async fn visible_objects(
+    store: &dyn ObjectStore,
+    cache: &ManifestCache,
+    days: &DayListings,
+    folder: &Path,
+    listed: Vec<ObjectMeta>,
+) -> Result<Vec<ObjectMeta>> {
+    match folder_kind(folder) {
+        FolderKind::Other => visible_in_folder(store, cache, folder, listed, None).await,
+        FolderKind::Day => {
+            let listed = days.get(store, folder, Some(listed)).await?;
+            visible_in_folder(store, cache, folder, listed, None).await
+        }
+        FolderKind::Hour { hour, day_folder } => {
+            let day_listed = days.get(store, &day_folder, None).await?;
+            let day = latest_manifest(store, cache, &day_folder, &day_listed).await?;
+            visible_in_folder(
+                store,
+                cache,
+                folder,
+                listed,
+                Some((hour.as_str(), day.as_deref())),
+            )
+            .await
+        }
+    }
 }
 
 /// The objects of `listed` that are visible, plus everything that is not Parquet.
@@ -169,6 +304,7 @@ fn keep(listed: Vec<ObjectMeta>, visible: &[String]) -> Vec<ObjectMeta> {
 async fn filter_listing(
     store: Arc<dyn ObjectStore>,
     cache: Arc<ManifestCache>,
+    days: Arc<DayListings>,
     listed: Vec<ObjectMeta>,
 ) -> Result<Vec<ObjectMeta>> {
     let mut folders: BTreeMap<Path, Vec<ObjectMeta>> = BTreeMap::new();
@@ -182,7 +318,8 @@ async fn filter_listing(
         .map(|(folder, listed)| {
             let store = store.clone();
             let cache = cache.clone();
-            async move { visible_in_folder(store.as_ref(), &cache, &folder, listed).await }
+            let days = days.clone();
+            async move { visible_objects(store.as_ref(), &cache, &days, &folder, listed).await }
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect()
@@ -227,10 +364,11 @@ impl ObjectStore for VisibleStore {
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
         let store = self.inner.clone();
         let cache = self.manifests.clone();
+        let days = self.days.clone();
         let listing = self.inner.list(prefix);
         futures::stream::once(async move {
             let listed: Vec<ObjectMeta> = listing.try_collect().await?;
-            filter_listing(store, cache, listed).await
+            filter_listing(store, cache, days, listed).await
         })
         .map_ok(|metas| futures::stream::iter(metas.into_iter().map(Ok)))
         .try_flatten()
@@ -240,8 +378,13 @@ impl ObjectStore for VisibleStore {
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         let mut result = self.inner.list_with_delimiter(prefix).await?;
         let objects = std::mem::take(&mut result.objects);
-        result.objects =
-            filter_listing(self.inner.clone(), self.manifests.clone(), objects).await?;
+        result.objects = filter_listing(
+            self.inner.clone(),
+            self.manifests.clone(),
+            self.days.clone(),
+            objects,
+        )
+        .await?;
         Ok(result)
     }
 
@@ -366,9 +509,15 @@ mod tests {
             inner.head(&dir.clone().join("old.parquet")).await.unwrap(),
             inner.head(&manifest_path).await.unwrap(),
         ];
-        let visible = visible_in_folder(inner.as_ref(), &ManifestCache::default(), &dir, listed)
-            .await
-            .unwrap();
+        let visible = visible_in_folder(
+            inner.as_ref(),
+            &ManifestCache::default(),
+            &dir,
+            listed,
+            None,
+        )
+        .await
+        .unwrap();
         let names: Vec<&str> = visible
             .iter()
             .map(|m| folder_manifest::file_name(m.location.as_ref()))
@@ -380,5 +529,96 @@ mod tests {
                 "compacted-0000000001-ab-000.parquet"
             ]
         );
+    }
+
+    async fn put_manifest(store: &InMemory, folder: &str, manifest: &FolderManifest) {
+        store
+            .put(
+                &Path::from(format!(
+                    "{folder}/{}",
+                    folder_manifest::manifest_name(manifest.generation)
+                )),
+                PutPayload::from(serde_json::to_vec(manifest).unwrap()),
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_day_folder_replaces_the_hour_objects_it_covers() {
+        let inner = Arc::new(InMemory::new());
+        let date = "t/probes/tenant=a/date=2026-01-01";
+        put(&inner, &format!("{date}/hour=00/p-0-1.parquet")).await;
+        put(&inner, &format!("{date}/hour=05/p-2-3.parquet")).await;
+        put(
+            &inner,
+            &format!("{date}/hour=day/compacted-0000000001-d-000.parquet"),
+        )
+        .await;
+        // Before the day manifest: the hour objects only.
+        let before = VisibleStore::new(inner.clone());
+        assert_eq!(
+            names(&before, "t/probes").await,
+            [
+                format!("{date}/hour=00/p-0-1.parquet"),
+                format!("{date}/hour=05/p-2-3.parquet"),
+            ]
+        );
+        // The day manifest commits while `before` is still in its query: its listing of
+        // the day folder was taken, so it keeps seeing the hour objects (never both).
+        let day = FolderManifest {
+            generation: 1,
+            written_at: Utc::now(),
+            live: ["compacted-0000000001-d-000.parquet".to_string()].into(),
+            covered: [
+                (
+                    folder_manifest::day_covered_key("00", "p-0-1.parquet"),
+                    Utc::now(),
+                ),
+                (
+                    folder_manifest::day_covered_key("05", "p-2-3.parquet"),
+                    Utc::now(),
+                ),
+            ]
+            .into(),
+        };
+        put_manifest(&inner, &format!("{date}/hour=day"), &day).await;
+        // A late object, written after the day was compacted.
+        put(&inner, &format!("{date}/hour=05/p-4-5.parquet")).await;
+        let parquet = |names: Vec<String>| -> Vec<String> {
+            names
+                .into_iter()
+                .filter(|n| n.ends_with(".parquet"))
+                .collect()
+        };
+        assert_eq!(
+            parquet(names(&before, "t/probes").await),
+            [
+                format!("{date}/hour=00/p-0-1.parquet"),
+                format!("{date}/hour=05/p-2-3.parquet"),
+                format!("{date}/hour=05/p-4-5.parquet"),
+            ]
+        );
+        // A new query: the day object and the late object.
+        let after = VisibleStore::new(inner.clone());
+        assert_eq!(
+            parquet(names(&after, "t/probes").await),
+            [
+                format!("{date}/hour=05/p-4-5.parquet"),
+                format!("{date}/hour=day/compacted-0000000001-d-000.parquet"),
+            ]
+        );
+        // Listing one hour folder at a time (as a pruned scan does) agrees.
+        let pruned = VisibleStore::new(inner.clone());
+        let hour05 = pruned
+            .list_with_delimiter(Some(&Path::from(format!("{date}/hour=05"))))
+            .await
+            .unwrap();
+        assert_eq!(hour05.objects.len(), 1);
+        let hour00 = pruned
+            .list_with_delimiter(Some(&Path::from(format!("{date}/hour=00"))))
+            .await
+            .unwrap();
+        assert!(hour00.objects.is_empty());
     }
 }

@@ -21,6 +21,16 @@
 //! objects exist: they were written before the manifest that names them, and are deleted
 //! only after a later manifest replaced them (and the delay passed).
 //!
+//! **Day folders.** Once a day is closed, compaction merges the small objects of its hour
+//! folders into objects of the date's day folder, `date=…/hour=day` ([`DAY_HOUR`]), so a
+//! query over a month opens one object per table, tenant and day instead of one per hour.
+//! The day folder has manifests of its own, under the same rule; their `covered` map also
+//! names the hour-folder objects a day object replaced, as `hour=HH/{name}`
+//! ([`day_covered_key`]). A reader of an hour folder therefore also applies the latest
+//! manifest of its date's day folder ([`visible_in_hour`]): the swap is still one manifest
+//! created once, so a reader sees either the hour objects or the day objects that replaced
+//! them, never both.
+//!
 //! Everything here is pure: the callers (the query catalog, the compactor) do the I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,7 +44,17 @@ pub const COMPACTED_PREFIX: &str = "compacted-";
 pub const MANIFEST_PREFIX: &str = "_compaction-";
 pub const MANIFEST_SUFFIX: &str = ".json";
 
-/// The manifest of one hour folder at one generation.
+/// The `hour` partition value of a date's day folder (`date=…/hour=day`): the folder of
+/// objects that hold a whole closed day of one tenant.
+pub const DAY_HOUR: &str = "day";
+
+/// The key under which a day folder's manifest covers object `name` of hour folder
+/// `hour=HH` of the same date.
+pub fn day_covered_key(hour: &str, name: &str) -> String {
+    format!("hour={hour}/{name}")
+}
+
+/// The manifest of one hour (or day) folder at one generation.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FolderManifest {
@@ -127,6 +147,24 @@ pub fn visible<'a>(
     out
 }
 
+/// [`visible`] for hour folder `hour` (`HH`) of a date whose day folder's latest manifest
+/// is `day`: objects that manifest covers (`hour=HH/{name}`) are hidden too, because a day
+/// object holds their rows.
+pub fn visible_in_hour<'a>(
+    listed: impl IntoIterator<Item = &'a str>,
+    manifest: Option<&FolderManifest>,
+    hour: &str,
+    day: Option<&FolderManifest>,
+) -> Visibility {
+    let mut out = visible(listed, manifest);
+    if let Some(day) = day {
+        let shown = |name: &String| !day.covered.contains_key(&day_covered_key(hour, name));
+        out.visible.retain(shown);
+        out.unlisted_live.retain(shown);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +232,37 @@ mod tests {
         // A covered name written again by a replay stays hidden.
         let v = visible(["a.parquet", "compacted-1-x-0.parquet"], Some(&m));
         assert_eq!(v.visible, ["compacted-1-x-0.parquet"]);
+    }
+
+    #[test]
+    fn a_day_manifest_hides_what_its_day_objects_replaced() {
+        let hour = manifest(&["compacted-1-x-0.parquet"], &["a.parquet"]);
+        let day = manifest(
+            &["compacted-1-d-0.parquet"],
+            &[
+                &day_covered_key("05", "compacted-1-x-0.parquet"),
+                &day_covered_key("05", "b.parquet"),
+                &day_covered_key("06", "c.parquet"),
+            ],
+        );
+        let listed = [
+            "a.parquet",
+            "b.parquet",
+            "c.parquet",
+            "late.parquet",
+            "compacted-1-x-0.parquet",
+        ];
+        // Hour 05: its own manifest hides a.parquet, the day's hides the rest but the
+        // late object (written after the day was compacted).
+        let v = visible_in_hour(listed, Some(&hour), "05", Some(&day));
+        assert_eq!(v.visible, ["c.parquet", "late.parquet"]);
+        assert!(v.unlisted_live.is_empty());
+        // Another hour's names are not covered by hour 05's keys.
+        let v = visible_in_hour(["b.parquet", "c.parquet"], None, "06", Some(&day));
+        assert_eq!(v.visible, ["b.parquet"]);
+        // Without a day manifest, the hour rule alone.
+        let v = visible_in_hour(["a.parquet", "b.parquet"], Some(&hour), "05", None);
+        assert_eq!(v.visible, ["b.parquet"]);
+        assert_eq!(v.unlisted_live, ["compacted-1-x-0.parquet"]);
     }
 }

@@ -4,6 +4,9 @@
 //! `{root}/{table}/tenant={t}/date={YYYY-MM-DD}/hour={HH}/{name}.parquet`; `tenant`, `date`
 //! and `hour` are hive partition columns taken from the path, so they are not stored in
 //! the files themselves (the tenant is also recorded in each file's footer metadata).
+//! Once a day is closed its small hourly objects are compacted into its day folder,
+//! `hour=day` (see [`crate::folder_manifest`]): the `hour` column then reads `day`, so
+//! filter on the time column, not on `hour`.
 
 use std::sync::{Arc, LazyLock};
 

@@ -4,7 +4,11 @@
 //! and region from the probes, and per tool from spans), and the `alerts`, `drift` and
 //! `notifications` of the outages, storms and tool-list changes in it — written with the
 //! archive's own writers, one object per table and hour folder (as compaction leaves a
-//! closed hour). See `bench_queries/generate.rs`.
+//! closed hour). See `bench_queries/generate.rs`. Then the archive's own maintenance
+//! compacts the closed days into their day folders (`hour=day`), as a running mcpulse
+//! does `archive.maintenance.day_compact_after` after midnight, and deletes the hour
+//! objects they replaced (`--no-compact` leaves the hour layout; a reused dataset that
+//! is compacted already is left as it is).
 //!
 //! Then every named query (`queries/named/*.sql`, default parameters) runs through the
 //! engine `mcpulse query --named` uses, as an operator and as one tenant (the largest),
@@ -61,6 +65,7 @@ struct Args {
     only: Option<String>,
     duckdb: bool,
     python: Option<String>,
+    compact: bool,
 }
 
 fn args() -> Args {
@@ -77,10 +82,11 @@ fn args() -> Args {
         only: None,
         duckdb: true,
         python: None,
+        compact: true,
     };
     let mut it = std::env::args().skip(1);
     let usage = "flags: --servers N --days N --tenants N --seed N --data DIR --reuse --threads N \
-                 --max-generate-secs N --runs N --only QUERY --no-duckdb --python PATH";
+                 --max-generate-secs N --runs N --only QUERY --no-duckdb --python PATH --no-compact";
     while let Some(flag) = it.next() {
         let mut value = || {
             it.next()
@@ -103,6 +109,7 @@ fn args() -> Args {
             "--only" => out.only = Some(value()),
             "--no-duckdb" => out.duckdb = false,
             "--python" => out.python = Some(value()),
+            "--no-compact" => out.compact = false,
             other => panic!("unknown flag {other} ({usage})"),
         }
     }
@@ -111,6 +118,72 @@ fn args() -> Args {
         "need at least one day, one tenant and a server per tenant"
     );
     out
+}
+
+/// Day compaction of every table with the default maintenance settings, then deletion
+/// of what it replaced (no query runs meanwhile, so no delay).
+async fn compact_closed_days(
+    root: &Path,
+) -> anyhow::Result<mcpulse_processors::archive::maintenance::Report> {
+    use mcpulse_processors::archive::maintenance::{Maintenance, Report};
+    use mcpulse_processors::archive::{ArchiveConfig, ArchiveTarget};
+    use mcpulse_schemas::Table;
+    let target = ArchiveTarget {
+        store: Arc::new(LocalFileSystem::new()),
+        root: object_store::path::Path::from(root.to_string_lossy().trim_start_matches('/')),
+        local_root: Some(root.to_path_buf()),
+    };
+    let config = ArchiveConfig::default();
+    let settings = config.maintenance.clone();
+    let maintenance = Maintenance::new(target, config);
+    let now = chrono::Utc::now();
+    let tables = Table::ALL.into_iter().map(|table| {
+        let maintenance = maintenance.clone();
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            let mut report = maintenance
+                .compact(
+                    table,
+                    None,
+                    settings.compact_after,
+                    settings.day_compact_after,
+                    now,
+                )
+                .await?;
+            report.add(&maintenance.purge(table, None, Duration::ZERO, now).await?);
+            anyhow::Ok(report)
+        })
+    });
+    let mut total = Report::default();
+    for report in futures::future::join_all(tables).await {
+        total.add(&report??);
+    }
+    Ok(total)
+}
+
+/// Parquet objects per table under `root`.
+fn count_objects(root: &Path) -> anyhow::Result<String> {
+    fn walk(dir: &Path, n: &mut usize) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(&path, n)?;
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                *n += 1;
+            }
+        }
+        Ok(())
+    }
+    let mut parts = Vec::new();
+    for table in ["probes", "signals", "alerts", "drift", "notifications"] {
+        let mut n = 0;
+        let dir = root.join(table);
+        if dir.exists() {
+            walk(&dir, &mut n)?;
+        }
+        parts.push(format!("{table} {n}"));
+    }
+    Ok(parts.join(", "))
 }
 
 fn home() -> PathBuf {
@@ -322,6 +395,20 @@ fn main() -> anyhow::Result<()> {
         generate::generate(&dir, spec, args.threads, args.max_generate)?
     };
     let root = dir.canonicalize()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    if args.compact {
+        eprintln!("compacting the closed days (the archive's maintenance)");
+        let started = Instant::now();
+        let report = rt.block_on(compact_closed_days(&root))?;
+        println!(
+            "compacted closed days in {:.0} s: {report}",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    println!("objects now (Parquet): {}", count_objects(&root)?);
     let spec = &dataset.spec;
     let written = &dataset.written;
     let age_min = chrono::Utc::now().timestamp().div_euclid(60) - spec.end_minute;
@@ -365,10 +452,6 @@ fn main() -> anyhow::Result<()> {
         "running {} named queries through mcpulse's engine",
         queries.len()
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let mcpulse = rt.block_on(run_mcpulse(&root, &tenant, &queries, args.runs))?;
     let duck = if args.duckdb {
         eprintln!("running the same queries in DuckDB");

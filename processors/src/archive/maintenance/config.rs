@@ -26,6 +26,12 @@ pub struct MaintenanceConfig {
     /// later pass).
     #[serde(with = "humantime_serde")]
     pub compact_after: Duration,
+    /// Compact a closed day once it ended at least this long ago: the small objects of its
+    /// hour folders (and of its day folder) are merged into its day folder, `hour=day`,
+    /// so queries over weeks open one object per day instead of one per hour. Until then
+    /// the day's hour folders are compacted one by one (`compact_after`).
+    #[serde(with = "humantime_serde")]
+    pub day_compact_after: Duration,
     /// Compact a folder once it holds at least this many small objects (objects of fewer
     /// than half `target_rows` rows).
     pub min_files: usize,
@@ -55,6 +61,7 @@ impl Default for MaintenanceConfig {
             enabled: true,
             interval: Duration::from_secs(300),
             compact_after: Duration::from_secs(3600),
+            day_compact_after: Duration::from_secs(2 * 3600),
             min_files: 2,
             target_rows: 1 << 20,
             max_merge_files: 256,

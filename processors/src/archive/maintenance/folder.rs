@@ -1,5 +1,5 @@
-//! Hour folders of the archive: listing them, reading their manifest, seeing what a
-//! reader sees, committing a new manifest.
+//! Hour and day folders of the archive: listing them, reading their manifest, seeing what
+//! a reader sees, committing a new manifest.
 
 use std::collections::BTreeMap;
 
@@ -14,30 +14,123 @@ use object_store::{ObjectMeta, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use super::MaintenanceError;
 use crate::archive::ArchiveTarget;
 
+/// What a folder holds: one hour, or a whole closed day (`hour=day`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Span {
+    Hour,
+    Day,
+}
+
 /// One `{table}/tenant=…/date=…/hour=…` folder and the objects a listing showed in it.
 #[derive(Clone, Debug)]
 pub struct Folder {
     pub table: Table,
     pub tenant: String,
-    /// Start of the folder's hour (UTC).
+    /// Start of the folder's hour (UTC); of its date for a day folder.
     pub hour: DateTime<Utc>,
+    pub span: Span,
     pub path: Path,
     pub objects: Vec<ObjectMeta>,
+    /// For an hour folder: what the listing showed of its date's day folder, whose
+    /// manifest also hides objects of this folder.
+    pub day: Vec<ObjectMeta>,
 }
 
 impl Folder {
+    /// The empty day folder of `tenant`'s `date` (start of the day) in `table`.
+    pub fn empty_day(
+        target: &ArchiveTarget,
+        table: Table,
+        tenant: &str,
+        date: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            table,
+            tenant: tenant.to_string(),
+            hour: date,
+            span: Span::Day,
+            path: date_path(target, table, tenant, &date.format("%Y-%m-%d").to_string())
+                .join(format!("hour={}", folder_manifest::DAY_HOUR).as_str()),
+            objects: Vec::new(),
+            day: Vec::new(),
+        }
+    }
+
+    /// When the rows the folder may hold end: its hour's end, or its day's.
     pub fn hour_end(&self) -> DateTime<Utc> {
-        self.hour + TimeDelta::hours(1)
+        match self.span {
+            Span::Hour => self.hour + TimeDelta::hours(1),
+            Span::Day => self.hour + TimeDelta::days(1),
+        }
+    }
+
+    /// Start of the folder's date.
+    pub fn date(&self) -> DateTime<Utc> {
+        self.hour
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc()
+    }
+
+    /// The `HH` of an hour folder (`day` for a day folder).
+    pub fn hour_name(&self) -> String {
+        match self.span {
+            Span::Hour => self.hour.format("%H").to_string(),
+            Span::Day => folder_manifest::DAY_HOUR.to_string(),
+        }
     }
 
     /// `table/tenant=…/date=…/hour=…` (for reports).
     pub fn describe(&self) -> String {
         format!(
-            "{}/tenant={}/{}",
+            "{}/tenant={}/date={}/hour={}",
             self.table.name(),
             self.tenant,
-            self.hour.format("date=%Y-%m-%d/hour=%H")
+            self.hour.format("%Y-%m-%d"),
+            self.hour_name()
         )
+    }
+
+    /// The day folder path of this folder's date.
+    pub fn day_path(&self) -> Path {
+        match self.span {
+            Span::Day => self.path.clone(),
+            Span::Hour => {
+                let parts: Vec<_> = self.path.parts().collect();
+                Path::from_iter(parts[..parts.len().saturating_sub(1)].iter().cloned())
+                    .join(format!("hour={}", folder_manifest::DAY_HOUR).as_str())
+            }
+        }
+    }
+
+    /// The latest manifest of the date's day folder, for an hour folder (re-listing the
+    /// day folder once if it was replaced since the listing).
+    pub async fn day_manifest(
+        &mut self,
+        target: &ArchiveTarget,
+    ) -> Result<Option<FolderManifest>, MaintenanceError> {
+        if self.span == Span::Day {
+            return Ok(None);
+        }
+        for _ in 0..2 {
+            let names = self
+                .day
+                .iter()
+                .map(|m| folder_manifest::file_name(m.location.as_ref()));
+            let Some(generation) = folder_manifest::latest_generation(names) else {
+                return Ok(None);
+            };
+            let day_path = self.day_path();
+            match read_manifest(target, &day_path, generation).await? {
+                Some(m) => return Ok(Some(m)),
+                None => self.day = list_folder(target, &day_path).await?,
+            }
+        }
+        Err(MaintenanceError::Other(format!(
+            "{}: its manifests keep changing",
+            self.day_path()
+        )))
     }
 
     pub fn object(&self, name: &str) -> Path {
@@ -55,20 +148,21 @@ impl Folder {
         folder_manifest::latest_generation(self.names())
     }
 
-    /// Lists the folder again.
+    /// Lists the folder (and, for an hour folder, its day folder) again.
     pub async fn relist(&mut self, target: &ArchiveTarget) -> Result<(), MaintenanceError> {
-        self.objects = target
-            .store
-            .list_with_delimiter(Some(&self.path))
-            .await
-            .map_err(|e| MaintenanceError::store(&self.path, e))?
-            .objects;
+        self.objects = list_folder(target, &self.path).await?;
+        if self.span == Span::Hour {
+            self.day = list_folder(target, &self.day_path()).await?;
+        }
         Ok(())
     }
 
     /// The folder's latest manifest (re-listing once if it was replaced and deleted since
-    /// the listing) and the Parquet objects a reader sees.
+    /// the listing) and the Parquet objects a reader sees: for an hour folder, those its
+    /// date's day folder does not cover.
     pub async fn state(&mut self, target: &ArchiveTarget) -> Result<FolderState, MaintenanceError> {
+        let day = self.day_manifest(target).await?;
+        let hour = self.hour_name();
         for _ in 0..2 {
             let manifest = match self.generation() {
                 None => None,
@@ -80,7 +174,12 @@ impl Folder {
                     }
                 },
             };
-            let visibility = folder_manifest::visible(self.names(), manifest.as_ref());
+            let visibility = folder_manifest::visible_in_hour(
+                self.names(),
+                manifest.as_ref(),
+                &hour,
+                day.as_ref(),
+            );
             let mut visible: Vec<ObjectMeta> = self
                 .objects
                 .iter()
@@ -100,7 +199,11 @@ impl Folder {
                 visible.push(meta);
             }
             visible.sort_by(|a, b| a.location.cmp(&b.location));
-            return Ok(FolderState { manifest, visible });
+            return Ok(FolderState {
+                manifest,
+                visible,
+                day,
+            });
         }
         Err(MaintenanceError::Other(format!(
             "{}: its manifests keep changing",
@@ -115,6 +218,8 @@ pub struct FolderState {
     pub manifest: Option<FolderManifest>,
     /// The visible Parquet objects, by name.
     pub visible: Vec<ObjectMeta>,
+    /// For an hour folder, the latest manifest of its date's day folder.
+    pub day: Option<FolderManifest>,
 }
 
 impl FolderState {
@@ -128,7 +233,27 @@ pub fn table_path(target: &ArchiveTarget, table: Table) -> Path {
     target.root.clone().join(table.name())
 }
 
-/// Every hour folder of `table` (only `tenant`'s when given), with its objects.
+/// `{root}/{table}/tenant={tenant}/date={date}`.
+fn date_path(target: &ArchiveTarget, table: Table, tenant: &str, date: &str) -> Path {
+    table_path(target, table)
+        .join(format!("tenant={tenant}").as_str())
+        .join(format!("date={date}").as_str())
+}
+
+/// The objects directly in `folder` (none when it does not exist).
+async fn list_folder(
+    target: &ArchiveTarget,
+    folder: &Path,
+) -> Result<Vec<ObjectMeta>, MaintenanceError> {
+    match target.store.list_with_delimiter(Some(folder)).await {
+        Ok(listed) => Ok(listed.objects),
+        Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+        Err(e) => Err(MaintenanceError::store(folder, e)),
+    }
+}
+
+/// Every hour and day folder of `table` (only `tenant`'s when given), with its objects,
+/// by tenant and date, a date's day folder after its hours.
 pub async fn list_folders(
     target: &ArchiveTarget,
     table: Table,
@@ -144,7 +269,7 @@ pub async fn list_folders(
         Err(object_store::Error::NotFound { .. }) => Vec::new(),
         Err(e) => return Err(MaintenanceError::store(&prefix, e)),
     };
-    let mut folders: BTreeMap<(String, DateTime<Utc>), Folder> = BTreeMap::new();
+    let mut folders: BTreeMap<(String, DateTime<Utc>, Span), Folder> = BTreeMap::new();
     for meta in listed {
         let parts: Vec<String> = meta
             .location
@@ -163,24 +288,46 @@ pub async fn list_folders(
         ) else {
             continue;
         };
-        let Some(start) = hour_start(date, hour) else {
+        let (start, span) = if hour == folder_manifest::DAY_HOUR {
+            (hour_start(date, "00"), Span::Day)
+        } else {
+            (hour_start(date, hour), Span::Hour)
+        };
+        let Some(start) = start else {
             continue;
         };
         let folder = folders
-            .entry((tenant.to_string(), start))
+            .entry((tenant.to_string(), start, span))
             .or_insert_with(|| Folder {
                 table,
                 tenant: tenant.to_string(),
                 hour: start,
-                path: table_path(target, table)
-                    .join(format!("tenant={tenant}").as_str())
-                    .join(format!("date={date}").as_str())
-                    .join(format!("hour={hour}").as_str()),
+                span,
+                path: date_path(target, table, tenant, date).join(format!("hour={hour}").as_str()),
                 objects: Vec::new(),
+                day: Vec::new(),
             });
         folder.objects.push(meta);
     }
-    Ok(folders.into_values().collect())
+    // Hour folders see their day folder's listing; a day folder sorts after its hours
+    // (hours start at or after midnight, and `Day` > `Hour` for the midnight hour).
+    let days: BTreeMap<(String, DateTime<Utc>), Vec<ObjectMeta>> = folders
+        .values()
+        .filter(|f| f.span == Span::Day)
+        .map(|f| ((f.tenant.clone(), f.hour), f.objects.clone()))
+        .collect();
+    let mut out: Vec<Folder> = folders.into_values().collect();
+    for folder in &mut out {
+        if folder.span == Span::Hour {
+            if let Some(day) = days.get(&(folder.tenant.clone(), folder.date())) {
+                folder.day = day.clone();
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        (&a.tenant, a.date(), a.span, a.hour).cmp(&(&b.tenant, b.date(), b.span, b.hour))
+    });
+    Ok(out)
 }
 
 fn hour_start(date: &str, hour: &str) -> Option<DateTime<Utc>> {

@@ -13,6 +13,14 @@
 //! from the same inputs) or the new one (inputs hidden, deleted by a later pass): no row
 //! is ever read twice or missed, and running it again changes nothing.
 //!
+//! **Day compaction** does the same for a whole day once it ended `day_compact_after`
+//! ago: the small objects of its hour folders (and of its day folder) are merged into
+//! objects of the day folder, `date=…/hour=day`, whose manifest covers them (hour-folder
+//! objects as `hour=HH/{name}`, with the names the hour manifests covered, so replays
+//! stay hidden once the hour folders are gone). An operator query over a month then opens
+//! one object per table, tenant and day instead of one per hour. A date is compacted
+//! either hour by hour (while it is recent) or as a day, never both at once.
+//!
 //! **Retention** deletes hour folders whose hour ended longer ago than the retention of
 //! their table and tenant.
 //!
@@ -35,7 +43,7 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 pub use config::{Keep, MaintenanceConfig, RetentionConfig, TableRetention};
-pub use folder::{Folder, list_folders};
+pub use folder::{Folder, Span, list_folders};
 pub use ledger::{DeletionRequest, DeletionWatch};
 pub use merge::Removal;
 
@@ -219,23 +227,134 @@ impl Maintenance {
         ParquetEncoder::new(table, self.archive.clone())
     }
 
-    /// Compacts the folders of `table` (only `tenant`'s when given) whose hour ended at
-    /// least `compact_after` before `now`.
+    /// Compacts the folders of `table` (only `tenant`'s when given): the days that ended
+    /// at least `day_compact_after` before `now` into their day folders, the hours of the
+    /// other days that ended at least `compact_after` before `now` one by one.
     pub async fn compact(
         &self,
         table: Table,
         tenant: Option<&str>,
         compact_after: Duration,
+        day_compact_after: Duration,
         now: DateTime<Utc>,
     ) -> Result<Report, MaintenanceError> {
         let mut report = Report::default();
-        for mut folder in list_folders(&self.target, table, tenant).await? {
-            if folder.hour_end() + delta(compact_after) > now {
+        for mut date in dates(list_folders(&self.target, table, tenant).await?) {
+            if day_closed(&date, day_compact_after, now) {
+                self.compact_day(&mut date, now, &mut report).await?;
                 continue;
             }
-            self.compact_folder(&mut folder, now, &mut report).await?;
+            for folder in &mut date {
+                if folder.hour_end() + delta(compact_after) > now {
+                    continue;
+                }
+                self.compact_folder(folder, now, &mut report).await?;
+            }
         }
         Ok(report)
+    }
+
+    /// Merges the small visible objects of one date's folders (`date`: its hour folders
+    /// and day folder, as [`dates`] groups them) into objects of its day folder.
+    pub async fn compact_day(
+        &self,
+        date: &mut [Folder],
+        now: DateTime<Utc>,
+        report: &mut Report,
+    ) -> Result<(), MaintenanceError> {
+        let Some(first) = date.first() else {
+            return Ok(());
+        };
+        let mut day = match date.iter().find(|f| f.span == Span::Day) {
+            Some(day) => day.clone(),
+            None => Folder::empty_day(&self.target, first.table, &first.tenant, first.date()),
+        };
+        let config = self.config();
+        let day_state = day.state(&self.target).await?;
+        // Each input with the key the day manifest covers it under.
+        let mut inputs: Vec<(String, Input)> = Vec::new();
+        // Names the hour manifests hide (replays of them must stay hidden).
+        let mut hidden: Vec<String> = Vec::new();
+        for folder in date.iter_mut() {
+            let state = folder.state(&self.target).await?;
+            let hour = folder.hour_name();
+            let key = |name: &str| match folder.span {
+                Span::Day => name.to_string(),
+                Span::Hour => folder_manifest::day_covered_key(&hour, name),
+            };
+            if let (Span::Hour, Some(m)) = (folder.span, &state.manifest) {
+                hidden.extend(m.covered.keys().map(|n| key(n)));
+            }
+            for meta in &state.visible {
+                let input = Input::open(&self.target, meta.clone()).await?;
+                if input.rows().saturating_mul(2) < config.target_rows {
+                    inputs.push((key(input.name()), input));
+                }
+            }
+        }
+        if inputs.len() < config.min_files {
+            return Ok(());
+        }
+        let keys: std::collections::HashMap<String, String> = inputs
+            .iter()
+            .map(|(key, input)| (input.meta.location.to_string(), key.clone()))
+            .collect();
+        let groups: Vec<Vec<Input>> = merge::group(
+            inputs.into_iter().map(|(_, input)| input).collect(),
+            config.target_rows,
+            config.max_merge_files,
+        )
+        .into_iter()
+        .filter(|g| g.len() >= 2)
+        .collect();
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let generation = day_state.next_generation();
+        let encoder = self.encoder(day.table);
+        let mut live = Vec::new();
+        let mut covered = Vec::new();
+        let mut rows = 0;
+        for group in &groups {
+            let group_keys: Vec<&str> = group
+                .iter()
+                .map(|i| keys[i.meta.location.as_ref()].as_str())
+                .collect();
+            let hash = merge::names_hash("day", group_keys.iter().copied());
+            let written = merge::merge(
+                &self.target,
+                &encoder,
+                day.table,
+                &day.tenant,
+                &day.path,
+                group,
+                None,
+                config.target_rows,
+                |k| compacted_name(generation, &hash, k),
+            )
+            .await?;
+            rows += written.objects.iter().map(|(_, n)| n).sum::<u64>();
+            live.extend(written.objects.into_iter().map(|(name, _)| name));
+            covered.extend(group_keys.into_iter().map(str::to_string));
+        }
+        crate::failpoint::hit("compact_day.after_output");
+        let merged = covered.len();
+        covered.extend(hidden);
+        let manifest = next_manifest(&day_state, generation, now, &live, &covered);
+        if !self.commit(&day, &manifest, &live).await? {
+            report.lost_races += 1;
+            return Ok(());
+        }
+        crate::failpoint::hit("compact_day.after_manifest");
+        info!(folder = %day.describe(), merged, written = live.len(), rows, generation, "compacted the day");
+        report.folders_compacted += 1;
+        report.objects_merged += merged as u64;
+        report.objects_written += live.len() as u64;
+        report.rows_compacted += rows;
+        for folder in date.iter_mut() {
+            folder.relist(&self.target).await?;
+        }
+        Ok(())
     }
 
     /// Merges the small visible objects of one folder.
@@ -364,10 +483,50 @@ impl Maintenance {
                 }
             }
         };
+        let day = folder.clone().day_manifest(&self.target).await?;
+        let hour = folder.hour_name();
+        // When the day folder replaced an object of this hour folder (`None`: it did not).
+        let day_covered = |name: &str| {
+            day.as_ref()
+                .and_then(|d| {
+                    d.covered
+                        .get(&folder_manifest::day_covered_key(&hour, name))
+                })
+                .copied()
+        };
+        // An hour manifest whose every name the day manifest covers is no longer needed.
+        let manifest_replaced_at = manifest.as_ref().and_then(|m| {
+            m.live
+                .iter()
+                .chain(m.covered.keys())
+                .map(|n| day_covered(n))
+                .collect::<Option<Vec<_>>>()
+                .map(|ats| ats.into_iter().max().unwrap_or(m.written_at))
+        });
         let orphan_age = delta(delay.max(ORPHAN_AGE));
+        let mut deleted = 0;
         for meta in &folder.objects {
             let name = folder_manifest::file_name(meta.location.as_ref());
             let compacted = folder_manifest::is_compacted(name);
+            if let Some(at) = day_covered(name) {
+                if at + delta(delay) <= now && folder::delete(&self.target, &meta.location).await? {
+                    debug!(object = %meta.location, "purged (replaced by its day)");
+                    report.objects_purged += 1;
+                    deleted += 1;
+                }
+                continue;
+            }
+            if let (Some(m), Some(at)) = (&manifest, manifest_replaced_at) {
+                if folder_manifest::manifest_generation(name) == Some(m.generation)
+                    && at + delta(delay) <= now
+                    && folder::delete(&self.target, &meta.location).await?
+                {
+                    debug!(object = %meta.location, "purged (its day manifest covers it all)");
+                    report.manifests_deleted += 1;
+                    deleted += 1;
+                    continue;
+                }
+            }
             let purge = match &manifest {
                 Some(m) => {
                     if let Some(at) = m.covered.get(name) {
@@ -388,6 +547,7 @@ impl Maintenance {
             };
             let Some(kind) = purge else { continue };
             if folder::delete(&self.target, &meta.location).await? {
+                deleted += 1;
                 debug!(object = %meta.location, ?kind, "purged");
                 match kind {
                     Purged::Replaced => report.objects_purged += 1,
@@ -395,6 +555,10 @@ impl Maintenance {
                     Purged::Manifest => report.manifests_deleted += 1,
                 }
             }
+        }
+        if deleted > 0 && deleted == folder.objects.len() {
+            // An hour folder its day replaced: its directory would still be listed.
+            folder::remove_empty_dirs(&self.target, &folder.path).await;
         }
         Ok(())
     }
@@ -592,21 +756,36 @@ impl Maintenance {
         ledger::prune(&self.target, now, config.deletion_sweep).await?;
         // One listing per table serves retention, compaction and purge.
         for table in Table::ALL {
-            for mut folder in list_folders(&self.target, table, None).await? {
-                if let Err(e) = self.maintain_folder(&mut folder, now, &mut report).await {
-                    // One bad folder must not stop the others; the next pass tries again.
-                    warn!(folder = %folder.describe(), error = %e, "archive maintenance of a folder failed");
-                    report.failures += 1;
+            for mut date in dates(list_folders(&self.target, table, None).await?) {
+                let closed = day_closed(&date, config.day_compact_after, now);
+                let expired = date.iter().all(|f| self.expired(f, now));
+                if closed && !expired {
+                    if let Err(e) = self.compact_day(&mut date, now, &mut report).await {
+                        warn!(folder = %date[0].describe(), error = %e, "compacting a day failed");
+                        report.failures += 1;
+                    }
+                }
+                for folder in &mut date {
+                    if let Err(e) = self
+                        .maintain_folder(folder, !closed, now, &mut report)
+                        .await
+                    {
+                        // One bad folder must not stop the others; the next pass tries again.
+                        warn!(folder = %folder.describe(), error = %e, "archive maintenance of a folder failed");
+                        report.failures += 1;
+                    }
                 }
             }
         }
         Ok(report)
     }
 
-    /// Retention, compaction and purge of one folder (a periodic pass).
+    /// Retention, compaction (of an hour folder, when `compact_hour`) and purge of one
+    /// folder (a periodic pass).
     async fn maintain_folder(
         &self,
         folder: &mut Folder,
+        compact_hour: bool,
         now: DateTime<Utc>,
         report: &mut Report,
     ) -> Result<(), MaintenanceError> {
@@ -617,7 +796,10 @@ impl Maintenance {
             info!(folder = %folder.describe(), "expired");
             return self.delete_folder(folder).await;
         }
-        if folder.hour_end() + delta(config.compact_after) <= now {
+        if compact_hour
+            && folder.span == Span::Hour
+            && folder.hour_end() + delta(config.compact_after) <= now
+        {
             let before = (report.folders_compacted, report.lost_races);
             self.compact_folder(folder, now, report).await?;
             if (report.folders_compacted, report.lost_races) != before {
@@ -642,6 +824,30 @@ enum Purged {
     Replaced,
     Orphan,
     Manifest,
+}
+
+/// Splits folders (as [`list_folders`] orders them) into the folders of each tenant's
+/// date.
+pub fn dates(folders: Vec<Folder>) -> Vec<Vec<Folder>> {
+    let mut out: Vec<Vec<Folder>> = Vec::new();
+    for folder in folders {
+        match out.last_mut() {
+            Some(last) if last[0].tenant == folder.tenant && last[0].date() == folder.date() => {
+                last.push(folder)
+            }
+            _ => out.push(vec![folder]),
+        }
+    }
+    out
+}
+
+/// Whether a date's day ended at least `after` before `now`.
+fn day_closed(date: &[Folder], after: Duration, now: DateTime<Utc>) -> bool {
+    date.first().is_some_and(|f| {
+        (f.date() + TimeDelta::days(1))
+            .checked_add_signed(delta(after))
+            .is_some_and(|closed| closed <= now)
+    })
 }
 
 /// `compacted-{generation}-{hash}-{k}.parquet`.

@@ -178,12 +178,24 @@ async fn compaction_merges_sorted_keeps_every_row_and_is_idempotent() {
     let now = t("2026-01-01T13:00:00Z");
     // The hour ended 2h ago: not yet closed for compact_after = 3h.
     let report = m
-        .compact(Table::Probes, None, Duration::from_secs(3 * 3600), now)
+        .compact(
+            Table::Probes,
+            None,
+            Duration::from_secs(3 * 3600),
+            HOURS_ONLY,
+            now,
+        )
         .await
         .unwrap();
     assert!(report.is_empty());
     let report = m
-        .compact(Table::Probes, None, Duration::from_secs(3600), now)
+        .compact(
+            Table::Probes,
+            None,
+            Duration::from_secs(3600),
+            HOURS_ONLY,
+            now,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -228,7 +240,13 @@ async fn compaction_merges_sorted_keeps_every_row_and_is_idempotent() {
     assert!(md.row_group(0).sorting_columns().is_some());
     // Again: nothing to do.
     let again = m
-        .compact(Table::Probes, None, Duration::from_secs(3600), now)
+        .compact(
+            Table::Probes,
+            None,
+            Duration::from_secs(3600),
+            HOURS_ONLY,
+            now,
+        )
         .await
         .unwrap();
     assert!(again.is_empty(), "{again:?}");
@@ -285,7 +303,9 @@ async fn late_objects_replays_and_leftovers() {
         .await
         .unwrap();
     assert_eq!(visible_rows(&target, "acme", HOUR).await.len(), 15);
-    m.compact(Table::Probes, None, after, now).await.unwrap();
+    m.compact(Table::Probes, None, after, HOURS_ONLY, now)
+        .await
+        .unwrap();
     assert_eq!(
         visible_rows(&target, "acme", HOUR).await,
         sorted(before.clone())
@@ -309,7 +329,10 @@ async fn late_objects_replays_and_leftovers() {
     )
     .await;
     assert_eq!(visible_rows(&target, "acme", HOUR).await.len(), 16);
-    let report = m.compact(Table::Probes, None, after, now).await.unwrap();
+    let report = m
+        .compact(Table::Probes, None, after, HOURS_ONLY, now)
+        .await
+        .unwrap();
     assert_eq!((report.objects_merged, report.objects_written), (2, 1));
     let mut expected = before.clone();
     expected.push((
@@ -545,6 +568,256 @@ async fn retention_deletes_expired_folders_only() {
     // Other tables keep everything.
     assert!(
         m.apply_retention(Table::Spans, now, false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Compactions in these tests keep to hours unless they say otherwise.
+const HOURS_ONLY: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// What a reader sees of every folder of `tenant`'s probes on `date`.
+async fn visible_rows_of_date(
+    target: &ArchiveTarget,
+    tenant: &str,
+    date: &str,
+) -> Vec<(String, i64)> {
+    let mut rows = Vec::new();
+    for folder in list_folders(target, Table::Probes, Some(tenant))
+        .await
+        .unwrap()
+    {
+        if folder.date().format("%Y-%m-%d").to_string() != date {
+            continue;
+        }
+        let at = folder.hour.to_rfc3339();
+        let read = match folder.span {
+            Span::Hour => visible_rows(target, tenant, &at).await,
+            Span::Day => {
+                let mut folder = folder.clone();
+                let state = folder.state(target).await.unwrap();
+                let mut rows = Vec::new();
+                for meta in state.visible {
+                    let bytes = target
+                        .store
+                        .get(&meta.location)
+                        .await
+                        .unwrap()
+                        .bytes()
+                        .await
+                        .unwrap();
+                    for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)
+                        .unwrap()
+                        .build()
+                        .unwrap()
+                    {
+                        let batch = batch.unwrap();
+                        let servers = batch
+                            .column_by_name("server")
+                            .unwrap()
+                            .as_any()
+                            .downcast_ref::<StringArray>()
+                            .unwrap()
+                            .clone();
+                        let times = batch
+                            .column_by_name("time")
+                            .unwrap()
+                            .as_any()
+                            .downcast_ref::<TimestampNanosecondArray>()
+                            .unwrap()
+                            .clone();
+                        for i in 0..batch.num_rows() {
+                            rows.push((servers.value(i).to_string(), times.value(i)));
+                        }
+                    }
+                }
+                rows
+            }
+        };
+        rows.extend(read);
+    }
+    sorted(rows)
+}
+
+async fn spans_of_date(target: &ArchiveTarget, tenant: &str) -> Vec<(Span, usize)> {
+    let mut out = Vec::new();
+    for mut folder in list_folders(target, Table::Probes, Some(tenant))
+        .await
+        .unwrap()
+    {
+        let visible = folder.state(target).await.unwrap().visible.len();
+        if visible > 0 {
+            out.push((folder.span, visible));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_closed_day_moves_into_its_day_folder() {
+    let target = target();
+    let m = Maintenance::new(target.clone(), config());
+    let before = five_small_objects(&target).await;
+    // Hour 10 was compacted hour by hour while the day was recent.
+    let report = m
+        .compact(
+            Table::Probes,
+            None,
+            Duration::from_secs(3600),
+            HOURS_ONLY,
+            t("2026-01-01T13:00:00Z"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.folders_compacted, 1);
+    write_probes(
+        &target,
+        "acme",
+        "probes-0-00010-00010.parquet",
+        &[("files", "2026-01-01T11:05:00Z")],
+    )
+    .await;
+    write_probes(
+        &target,
+        "acme",
+        "probes-0-00011-00011.parquet",
+        &[("weather", "2026-01-01T23:59:00Z")],
+    )
+    .await;
+    let all = visible_rows_of_date(&target, "acme", "2026-01-01").await;
+    assert_eq!(all.len(), before.len() + 2);
+    assert_eq!(
+        spans_of_date(&target, "acme").await,
+        [(Span::Hour, 1), (Span::Hour, 1), (Span::Hour, 1)]
+    );
+
+    // An hour after midnight the day is not closed for day_compact_after = 2h.
+    let report = m
+        .compact(
+            Table::Probes,
+            None,
+            Duration::from_secs(3600),
+            Duration::from_secs(7200),
+            t("2026-01-02T01:00:00Z"),
+        )
+        .await
+        .unwrap();
+    assert!(report.is_empty(), "{report:?}");
+    let now = t("2026-01-02T03:00:00Z");
+    let report = m
+        .compact(
+            Table::Probes,
+            None,
+            Duration::from_secs(3600),
+            Duration::from_secs(7200),
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.folders_compacted,
+            report.objects_merged,
+            report.objects_written,
+            report.rows_compacted
+        ),
+        (1, 3, 1, all.len() as u64),
+        "{report:?}"
+    );
+    assert_eq!(
+        visible_rows_of_date(&target, "acme", "2026-01-01").await,
+        all
+    );
+    assert_eq!(spans_of_date(&target, "acme").await, [(Span::Day, 1)]);
+
+    // Replays of names an hour manifest covered, or the day manifest, stay hidden.
+    five_small_objects(&target).await;
+    write_probes(
+        &target,
+        "acme",
+        "probes-0-00010-00010.parquet",
+        &[("files", "2026-01-01T11:05:00Z")],
+    )
+    .await;
+    assert_eq!(
+        visible_rows_of_date(&target, "acme", "2026-01-01").await,
+        all
+    );
+
+    // A late object is visible beside the day object, and the next pass merges it in.
+    write_probes(
+        &target,
+        "acme",
+        "probes-0-00012-00012.parquet",
+        &[("search", "2026-01-01T12:30:00Z")],
+    )
+    .await;
+    let mut with_late = all.clone();
+    with_late.push((
+        "search".to_string(),
+        t("2026-01-01T12:30:00Z").timestamp_nanos_opt().unwrap(),
+    ));
+    let with_late = sorted(with_late);
+    assert_eq!(
+        visible_rows_of_date(&target, "acme", "2026-01-01").await,
+        with_late
+    );
+    let report = m.pass(now).await.unwrap();
+    assert_eq!(
+        (report.folders_compacted, report.objects_merged),
+        (1, 2),
+        "{report:?}"
+    );
+    assert_eq!(
+        visible_rows_of_date(&target, "acme", "2026-01-01").await,
+        with_late
+    );
+    assert_eq!(spans_of_date(&target, "acme").await, [(Span::Day, 1)]);
+
+    // Once the delay passed, the hour folders go entirely (objects and manifests).
+    let later = now + TimeDelta::hours(1);
+    m.pass(later).await.unwrap();
+    let folders: Vec<String> = list_folders(&target, Table::Probes, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(Folder::describe)
+        .collect();
+    assert_eq!(folders, ["probes/tenant=acme/date=2026-01-01/hour=day"]);
+    assert_eq!(
+        visible_rows_of_date(&target, "acme", "2026-01-01").await,
+        with_late
+    );
+
+    // Deleting a server rewrites the day object without its rows.
+    let removal = Removal {
+        server: Some("weather".to_string()),
+        until: None,
+    };
+    let report = m
+        .delete_rows(Table::Probes, "acme", &removal, Duration::ZERO, later)
+        .await
+        .unwrap();
+    assert_eq!(report.folders_rewritten, 1);
+    let left = visible_rows_of_date(&target, "acme", "2026-01-01").await;
+    let expected: Vec<_> = with_late
+        .iter()
+        .filter(|(s, _)| s != "weather")
+        .cloned()
+        .collect();
+    assert_eq!(left, expected);
+    // Retention past the day deletes the day folder.
+    let mut c = config();
+    c.retention = serde_yaml_ng::from_str("tables: {probes: 1d}\n").unwrap();
+    let r = Maintenance::new(target.clone(), c);
+    let report = r
+        .apply_retention(Table::Probes, t("2026-01-03T00:00:00Z"), false)
+        .await
+        .unwrap();
+    assert_eq!(report.folders_expired, 1);
+    assert!(
+        list_folders(&target, Table::Probes, None)
             .await
             .unwrap()
             .is_empty()
