@@ -154,14 +154,19 @@ async fn queries_see_every_row_once_while_compaction_runs() {
         Archive::new("archive:\n  maintenance:\n    target_rows: 64\n    max_merge_files: 3\n");
     let location = archive.location();
     let target = location.target.clone();
-    // 180 small objects over three closed hours and two tenants.
+    // 180 small objects over three hours of a closed day (two days back) and two tenants.
+    let day_start = (Utc::now() - TimeDelta::days(2))
+        .date_naive()
+        .and_hms_opt(9, 0, 0)
+        .unwrap()
+        .and_utc();
     let mut originals: Vec<(object_store::path::Path, bytes::Bytes)> = Vec::new();
     let mut total = 0i64;
     let mut acme = 0i64;
     let mut per_hour: BTreeMap<DateTime<Utc>, i64> = BTreeMap::new();
     for i in 0..180usize {
         let tenant = if i % 2 == 0 { "globex" } else { "acme" };
-        let hour = hour_ago(3 + (i % 3) as i64);
+        let hour = day_start + TimeDelta::hours((i % 3) as i64);
         let n = 1 + i % 9;
         let probes: Vec<(String, DateTime<Utc>)> = (0..n)
             .map(|j| {
@@ -242,6 +247,7 @@ async fn queries_see_every_row_once_while_compaction_runs() {
     }
 
     // Compaction rounds (small target_rows and fan-in: several generations per folder),
+    // hour by hour for the first rounds, then of the closed day into its day folder;
     // deletion of what they replaced 3 s later, and writers replaying old objects under
     // their names, until nothing is left to do.
     let maintenance = Maintenance::new(target.clone(), archive.parsed.archive.clone());
@@ -250,19 +256,29 @@ async fn queries_see_every_row_once_while_compaction_runs() {
     let mut generations = 0;
     let mut quiet_rounds = 0;
     let mut round = 0;
-    while quiet_rounds < 2 || started.elapsed() < Duration::from_secs(8) {
+    let mut day_generations = 0;
+    while quiet_rounds < 2 || started.elapsed() < Duration::from_secs(8) || round < 12 {
         let now = Utc::now();
+        let by_day = round >= 6;
+        let day_after = if by_day {
+            Duration::from_secs(2 * 3600)
+        } else {
+            Duration::from_secs(3650 * 86_400)
+        };
         let report = maintenance
             .compact(
                 Table::Probes,
                 None,
                 Duration::from_secs(3600),
-                Duration::from_secs(2 * 3600),
+                day_after,
                 now,
             )
             .await
             .unwrap();
         generations += report.folders_compacted;
+        if by_day {
+            day_generations += report.folders_compacted;
+        }
         quiet_rounds = if report.folders_compacted == 0 {
             quiet_rounds + 1
         } else {
@@ -300,17 +316,35 @@ async fn queries_see_every_row_once_while_compaction_runs() {
         generations >= 10,
         "several generations per folder: {generations}"
     );
+    assert!(
+        day_generations >= 2,
+        "several generations of the day folders: {day_generations}"
+    );
     assert!(queried >= 20, "too few queries ran meanwhile: {queried}");
     for (scope, sql, expected) in &queries {
         let result = engine.execute(scope, sql).await.unwrap();
         assert_eq!(n_of(&result), *expected, "{sql} after compaction");
     }
-    // Each hour folder now holds a few large objects and its latest manifest.
+    // A few objects are left: the small ones went to each tenant's day folder, the large
+    // ones hour compaction wrote (over target_rows / 2) stay in their hour folders, and
+    // the replays written meanwhile were hidden, then deleted.
     let parquet: Vec<String> = files(&archive.root().join("probes"))
         .into_iter()
         .filter(|f| f.ends_with(".parquet"))
         .collect();
     assert!(parquet.len() < 40, "180 objects became a few: {parquet:?}");
+    assert!(
+        parquet.iter().all(|f| f.contains("/compacted-")),
+        "{parquet:?}"
+    );
+    for tenant in ["acme", "globex"] {
+        assert!(
+            parquet
+                .iter()
+                .any(|f| f.starts_with(&format!("tenant={tenant}/")) && f.contains("/hour=day/")),
+            "{parquet:?}"
+        );
+    }
 }
 
 /// `n` of a one-row result.
@@ -329,7 +363,7 @@ fn n_of(result: &mcpulse_queries::engine::QueryResult) -> i64 {
 #[test]
 fn a_compaction_killed_at_its_worst_moments_loses_and_doubles_nothing() {
     let archive = Archive::new(
-        "archive:\n  flush_interval: 300ms\n  maintenance:\n    interval: 300ms\n    delete_delay: 0s\n",
+        "archive:\n  flush_interval: 300ms\n  maintenance:\n    interval: 300ms\n    delete_delay: 0s\n    day_compact_after: 3650d\n",
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let target = archive.location().target;
@@ -437,6 +471,108 @@ fn a_compaction_killed_at_its_worst_moments_loses_and_doubles_nothing() {
     }
     assert_eq!(m.query(sql)[0]["n"], total + 1);
     archive.m.terminate();
+}
+
+#[test]
+fn a_day_compaction_killed_at_its_worst_moments_loses_and_doubles_nothing() {
+    let archive = Archive::new("archive:\n  maintenance:\n    delete_delay: 0s\n");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let target = archive.location().target;
+    // Three hours of a day three days back, four small objects each.
+    let day = (Utc::now() - TimeDelta::days(3))
+        .date_naive()
+        .and_hms_opt(10, 0, 0)
+        .unwrap()
+        .and_utc();
+    let mut total = 0;
+    runtime.block_on(async {
+        for h in 0..3i64 {
+            for i in 0..4i64 {
+                let probes: Vec<(String, DateTime<Utc>)> = (0..5)
+                    .map(|j| {
+                        (
+                            ["weather", "search"][(j % 2) as usize].to_string(),
+                            day + TimeDelta::hours(h) + TimeDelta::minutes(i * 5 + j),
+                        )
+                    })
+                    .collect();
+                let name = format!("mcpulse.probes.v1-0-{h}{i:019}-{h}{i:019}.parquet");
+                write_probes(&target, "acme", &name, &probes).await;
+                total += 5;
+            }
+        }
+    });
+    let sql = "SELECT count(*) AS n FROM probes";
+    let hour_11 = format!(
+        "SELECT count(*) AS n FROM probes WHERE time >= TIMESTAMP '{}' AND time < TIMESTAMP '{}'",
+        (day + TimeDelta::hours(1)).format("%Y-%m-%dT%H:%M:%S"),
+        (day + TimeDelta::hours(2)).format("%Y-%m-%dT%H:%M:%S")
+    );
+    assert_eq!(archive.count(sql), total);
+    assert_eq!(archive.count(&hour_11), total / 3);
+
+    // Killed after writing the day object, before the day manifest: never read.
+    let out = archive.mcpulse(
+        &["admin", "compact"],
+        &[("MCPULSE_FAILPOINT", "compact_day.after_output:1")],
+    );
+    assert!(!out.status.success(), "the failpoint did not fire");
+    assert!(
+        stderr(&out).contains("failpoint compact_day.after_output"),
+        "{}",
+        stderr(&out)
+    );
+    let leftover: Vec<String> = files(&archive.root())
+        .into_iter()
+        .filter(|f| f.contains("/hour=day/compacted-"))
+        .collect();
+    assert_eq!(leftover.len(), 1, "{leftover:?}");
+    assert_eq!(archive.count(sql), total, "a leftover is never read");
+
+    // Killed after the day manifest, before any hour object is deleted.
+    let out = archive.mcpulse(
+        &["admin", "compact"],
+        &[("MCPULSE_FAILPOINT", "compact_day.after_manifest:1")],
+    );
+    assert!(!out.status.success());
+    assert_eq!(archive.count(sql), total);
+    assert_eq!(
+        archive.count(&hour_11),
+        total / 3,
+        "time pruning keeps the day folder"
+    );
+
+    // To the end: one object in the day folder, the hour folders gone.
+    let out = archive.mcpulse(&["admin", "compact", "--delay", "0s"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(archive.count(sql), total);
+    let out = archive.mcpulse(&["admin", "compact", "--delay", "0s"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "nothing to do", "{}", stdout(&out));
+    let parquet: Vec<String> = files(&archive.root())
+        .into_iter()
+        .filter(|f| f.ends_with(".parquet"))
+        .collect();
+    assert_eq!(parquet.len(), 1, "{parquet:?}");
+    assert!(parquet[0].contains("/hour=day/compacted-"), "{parquet:?}");
+    assert_eq!(archive.count(sql), total);
+    assert_eq!(archive.count(&hour_11), total / 3);
+    assert_eq!(
+        archive.count("SELECT count(*) AS n FROM probes WHERE hour = 'day'"),
+        total,
+        "the rows of a compacted day read `day` in the hour column"
+    );
+    // Deleting a server rewrites the day object.
+    let out = archive.mcpulse(
+        &["admin", "delete", "--tenant", "acme", "--server", "weather"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        archive.count("SELECT count(*) AS n FROM probes WHERE server = 'weather'"),
+        0
+    );
+    assert_eq!(archive.count(sql), total / 5 * 2);
 }
 
 #[test]

@@ -300,12 +300,18 @@ fn keep(listed: Vec<ObjectMeta>, visible: &[String]) -> Vec<ObjectMeta> {
         .collect()
 }
 
-/// Applies the rule to a whole listing (any number of folders).
+/// Applies the rule to a whole listing (any number of folders). `recursive` is the
+/// prefix of a recursive listing: every folder under it is in `listed` as it was when
+/// listed, so a day folder under it that `listed` does not show was absent (or empty)
+/// then, and the hour folders of its date are judged as of then too. Listing it now
+/// instead could find a day manifest committed since, hiding hour objects whose day
+/// objects this listing never saw.
 async fn filter_listing(
     store: Arc<dyn ObjectStore>,
     cache: Arc<ManifestCache>,
     days: Arc<DayListings>,
     listed: Vec<ObjectMeta>,
+    recursive: Option<Path>,
 ) -> Result<Vec<ObjectMeta>> {
     let mut folders: BTreeMap<Path, Vec<ObjectMeta>> = BTreeMap::new();
     for meta in listed {
@@ -313,6 +319,16 @@ async fn filter_listing(
             .entry(parent(&meta.location))
             .or_default()
             .push(meta);
+    }
+    if let Some(prefix) = &recursive {
+        for folder in folders.keys() {
+            if let FolderKind::Hour { day_folder, .. } = folder_kind(folder)
+                && day_folder.prefix_matches(prefix)
+            {
+                let listed = folders.get(&day_folder).cloned().unwrap_or_default();
+                days.get(store.as_ref(), &day_folder, Some(listed)).await?;
+            }
+        }
     }
     let results: Vec<Vec<ObjectMeta>> = futures::stream::iter(folders)
         .map(|(folder, listed)| {
@@ -365,10 +381,11 @@ impl ObjectStore for VisibleStore {
         let store = self.inner.clone();
         let cache = self.manifests.clone();
         let days = self.days.clone();
+        let recursive = prefix.cloned().unwrap_or_default();
         let listing = self.inner.list(prefix);
         futures::stream::once(async move {
             let listed: Vec<ObjectMeta> = listing.try_collect().await?;
-            filter_listing(store, cache, days, listed).await
+            filter_listing(store, cache, days, listed, Some(recursive)).await
         })
         .map_ok(|metas| futures::stream::iter(metas.into_iter().map(Ok)))
         .try_flatten()
@@ -383,6 +400,7 @@ impl ObjectStore for VisibleStore {
             self.manifests.clone(),
             self.days.clone(),
             objects,
+            None,
         )
         .await?;
         Ok(result)
@@ -608,6 +626,32 @@ mod tests {
                 format!("{date}/hour=day/compacted-0000000001-d-000.parquet"),
             ]
         );
+        // A recursive listing taken before the day folder existed: the day manifest
+        // committed after it must not hide the hour objects it showed.
+        let inner2 = Arc::new(InMemory::new());
+        put(&inner2, &format!("{date}/hour=00/p-0-1.parquet")).await;
+        let early = VisibleStore::new(inner2.clone());
+        let listed: Vec<ObjectMeta> = inner2
+            .list(Some(&Path::from("t/probes")))
+            .try_collect()
+            .await
+            .unwrap();
+        put(
+            &inner2,
+            &format!("{date}/hour=day/compacted-0000000001-d-000.parquet"),
+        )
+        .await;
+        put_manifest(&inner2, &format!("{date}/hour=day"), &day).await;
+        let seen = filter_listing(
+            inner2.clone(),
+            early.manifests.clone(),
+            early.days.clone(),
+            listed,
+            Some(Path::from("t/probes")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(seen.len(), 1, "{seen:?}");
         // Listing one hour folder at a time (as a pruned scan does) agrees.
         let pruned = VisibleStore::new(inner.clone());
         let hour05 = pruned
