@@ -318,10 +318,10 @@ pub async fn list_folders(
         .collect();
     let mut out: Vec<Folder> = folders.into_values().collect();
     for folder in &mut out {
-        if folder.span == Span::Hour {
-            if let Some(day) = days.get(&(folder.tenant.clone(), folder.date())) {
-                folder.day = day.clone();
-            }
+        if folder.span == Span::Hour
+            && let Some(day) = days.get(&(folder.tenant.clone(), folder.date()))
+        {
+            folder.day = day.clone();
         }
     }
     out.sort_by(|a, b| {

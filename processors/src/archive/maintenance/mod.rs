@@ -516,16 +516,15 @@ impl Maintenance {
                 }
                 continue;
             }
-            if let (Some(m), Some(at)) = (&manifest, manifest_replaced_at) {
-                if folder_manifest::manifest_generation(name) == Some(m.generation)
-                    && at + delta(delay) <= now
-                    && folder::delete(&self.target, &meta.location).await?
-                {
-                    debug!(object = %meta.location, "purged (its day manifest covers it all)");
-                    report.manifests_deleted += 1;
-                    deleted += 1;
-                    continue;
-                }
+            if let (Some(m), Some(at)) = (&manifest, manifest_replaced_at)
+                && folder_manifest::manifest_generation(name) == Some(m.generation)
+                && at + delta(delay) <= now
+                && folder::delete(&self.target, &meta.location).await?
+            {
+                debug!(object = %meta.location, "purged (its day manifest covers it all)");
+                report.manifests_deleted += 1;
+                deleted += 1;
+                continue;
             }
             let purge = match &manifest {
                 Some(m) => {
@@ -759,11 +758,12 @@ impl Maintenance {
             for mut date in dates(list_folders(&self.target, table, None).await?) {
                 let closed = day_closed(&date, config.day_compact_after, now);
                 let expired = date.iter().all(|f| self.expired(f, now));
-                if closed && !expired {
-                    if let Err(e) = self.compact_day(&mut date, now, &mut report).await {
-                        warn!(folder = %date[0].describe(), error = %e, "compacting a day failed");
-                        report.failures += 1;
-                    }
+                if closed
+                    && !expired
+                    && let Err(e) = self.compact_day(&mut date, now, &mut report).await
+                {
+                    warn!(folder = %date[0].describe(), error = %e, "compacting a day failed");
+                    report.failures += 1;
                 }
                 for folder in &mut date {
                     if let Err(e) = self
