@@ -1,7 +1,7 @@
 //! The archive tables as DataFusion listing tables over
 //! `{root}/{table}/tenant=…/date=…/hour=…/*.parquet`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -9,10 +9,16 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::Result;
+use datafusion::execution::cache::TableScopedPath;
+use datafusion::execution::cache::cache_manager::{
+    CachedFileMetadata, CachedFileMetadataEntry, FileMetadataCache, FileStatisticsCache,
+};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::prelude::SessionContext;
 use mcpulse_schemas::Table;
 use mcpulse_schemas::tables::PARTITION_COLUMNS;
 use object_store::ObjectStore;
+use object_store::path::Path;
 use url::Url;
 
 use crate::visible_store::{ManifestCache, VisibleStore};
@@ -26,6 +32,16 @@ pub struct ArchiveCatalog {
     pub store: Arc<dyn ObjectStore>,
     /// Folder manifests read by earlier queries (they never change).
     manifests: Arc<ManifestCache>,
+    /// Parquet footers and file statistics read by earlier queries (an entry is used only
+    /// while the object's size and modification time are unchanged).
+    footers: Arc<OnceLock<FooterCaches>>,
+}
+
+/// The caches of Parquet footers and file statistics shared by a catalog's queries.
+#[derive(Clone)]
+pub struct FooterCaches {
+    pub metadata: Arc<FileMetadataCache>,
+    pub statistics: Arc<FileStatisticsCache>,
 }
 
 impl ArchiveCatalog {
@@ -37,7 +53,25 @@ impl ArchiveCatalog {
             root,
             store,
             manifests: Arc::default(),
+            footers: Arc::default(),
         }
+    }
+
+    /// The footer caches of this catalog's queries, `limit` bytes for footers and a
+    /// quarter of that for statistics (created by the first query).
+    pub fn footer_caches(&self, limit: usize) -> FooterCaches {
+        self.footers
+            .get_or_init(|| FooterCaches {
+                metadata: Arc::new(
+                    DefaultCache::<Path, CachedFileMetadataEntry>::new(limit)
+                        .with_name("mcpulse footers"),
+                ),
+                statistics: Arc::new(
+                    DefaultCache::<TableScopedPath, CachedFileMetadata>::new(limit / 4)
+                        .with_name("mcpulse file statistics"),
+                ),
+            })
+            .clone()
     }
 
     /// Registers the store with `ctx` so listing tables can reach it. Listings go through

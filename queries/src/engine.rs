@@ -10,6 +10,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext, col, lit};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
@@ -178,6 +180,30 @@ impl QueryEngine {
         self
     }
 
+    /// A query's runtime: its own object store registry (each query lists the archive
+    /// through its own [`crate::visible_store::VisibleStore`]) and no listing cache (a
+    /// listing must be the archive's now), with the footer caches the catalog's queries
+    /// share.
+    fn runtime_env(&self) -> Result<Arc<RuntimeEnv>, QueryError> {
+        let limit = self.config.footer_cache_mib.saturating_mul(1 << 20);
+        let mut caches = CacheManagerConfig::default();
+        caches.list_files_cache_limit = 0;
+        if limit > 0 {
+            let shared = self.catalog.footer_caches(limit);
+            caches.file_metadata_cache = Some(shared.metadata);
+            caches.metadata_cache_limit = limit;
+            caches.file_statistics_cache = Some(shared.statistics);
+            caches.file_statistics_cache_limit = limit / 4;
+        } else {
+            caches.metadata_cache_limit = 0;
+            caches.file_statistics_cache_limit = 0;
+        }
+        RuntimeEnvBuilder::new()
+            .with_cache_manager(caches)
+            .build_arc()
+            .map_err(QueryError::from_datafusion)
+    }
+
     pub fn config(&self) -> &QueryConfig {
         &self.config
     }
@@ -194,6 +220,7 @@ impl QueryEngine {
             .with_information_schema(true);
         let state = SessionStateBuilder::new()
             .with_config(config)
+            .with_runtime_env(self.runtime_env()?)
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
