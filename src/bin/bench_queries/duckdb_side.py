@@ -171,7 +171,7 @@ TRANSLATED_FROM = {
     "notification_delivery": "ffea7b33aa9d5e5d02d246381a54dbb642bd78e4c891b6ebe34c83a956caac8a",
     "storms": "776d8d631dde76456ff12e8f55a650404583eff72af394b9c9d15a74c944fc80",
     "tool_latency_hourly": "ca28888cbe9b1dbee86ea071b2e2e2b702efe939f60f0c126b50ba31ccf7436b",
-    "uptime_30d": "c9f8331349a12101f696ad57e597739035d3beaf8ac9d91ae8a3be3e3e216626",
+    "uptime_30d": "8a85937d2911eced96db7097cd36d0c468971fd2dd5c7f9eb543da3eb1676d5b",
 }
 
 
@@ -186,18 +186,29 @@ def stale_translations(sources):
 
 SQL = {
     "uptime_30d": """
+WITH per_region AS (
+  SELECT
+    server,
+    region,
+    count(*) AS probes,
+    sum(CASE WHEN ok THEN 1 ELSE 0 END) AS ok_probes,
+    min(time) AS first_probe,
+    max(time) AS last_probe
+  FROM probes
+  WHERE time >= now() - {window}
+    AND ({server} = '' OR server = {server})
+  GROUP BY server, region
+)
 SELECT
   server,
-  count(*) AS probes,
-  sum(CASE WHEN ok THEN 1 ELSE 0 END) AS ok_probes,
-  count(*) - sum(CASE WHEN ok THEN 1 ELSE 0 END) AS failed_probes,
-  100.0 * sum(CASE WHEN ok THEN 1 ELSE 0 END) / count(*) AS uptime_pct,
-  count(DISTINCT region) AS regions,
-  min(time) AS first_probe,
-  max(time) AS last_probe
-FROM probes
-WHERE time >= now() - {window}
-  AND ({server} = '' OR server = {server})
+  sum(probes) AS probes,
+  sum(ok_probes) AS ok_probes,
+  sum(probes) - sum(ok_probes) AS failed_probes,
+  100.0 * sum(ok_probes) / sum(probes) AS uptime_pct,
+  count(region) AS regions,
+  min(first_probe) AS first_probe,
+  max(last_probe) AS last_probe
+FROM per_region
 GROUP BY server
 ORDER BY uptime_pct, server
 """,
