@@ -19,6 +19,10 @@ pub struct QueryConfig {
     /// Archive objects never change under one name and size, so a footer read once is
     /// not read again; a month of closed days for 50 tenants is about 8,000 objects.
     pub footer_cache_mib: usize,
+    /// Evaluate filters while decoding Parquet (DataFusion's `pushdown_filters` and
+    /// `reorder_filters`): the other columns are decoded only for rows that pass, e.g.
+    /// the quarter of `signals` rows a `source = 'spans'` filter keeps.
+    pub pushdown_filters: bool,
     /// Where the PostgreSQL wire protocol endpoint listens (e.g. `127.0.0.1:5433`), in
     /// `mcpulse run` and `mcpulse serve`; off when unset (the default).
     pub pg_listen: Option<SocketAddr>,
@@ -31,6 +35,7 @@ impl Default for QueryConfig {
             timeout: Duration::from_secs(60),
             target_partitions: 2,
             footer_cache_mib: 256,
+            pushdown_filters: true,
             pg_listen: None,
         }
     }

@@ -215,9 +215,12 @@ impl QueryEngine {
     /// (`information_schema.tables`, what Grafana lists) show the same six tables to
     /// everyone and nothing of how they are built.
     pub fn context(&self, scope: &Scope) -> Result<SessionContext, QueryError> {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_target_partitions(self.config.target_partitions.max(1))
             .with_information_schema(true);
+        let parquet = &mut config.options_mut().execution.parquet;
+        parquet.pushdown_filters = self.config.pushdown_filters;
+        parquet.reorder_filters = self.config.pushdown_filters;
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(self.runtime_env()?)

@@ -66,6 +66,7 @@ struct Args {
     duckdb: bool,
     python: Option<String>,
     compact: bool,
+    pushdown: bool,
 }
 
 fn args() -> Args {
@@ -83,10 +84,11 @@ fn args() -> Args {
         duckdb: true,
         python: None,
         compact: true,
+        pushdown: QueryConfig::default().pushdown_filters,
     };
     let mut it = std::env::args().skip(1);
     let usage = "flags: --servers N --days N --tenants N --seed N --data DIR --reuse --threads N \
-                 --max-generate-secs N --runs N --only QUERY --no-duckdb --python PATH --no-compact";
+                 --max-generate-secs N --runs N --only QUERY --no-duckdb --python PATH --no-compact --pushdown on|off";
     while let Some(flag) = it.next() {
         let mut value = || {
             it.next()
@@ -110,6 +112,7 @@ fn args() -> Args {
             "--no-duckdb" => out.duckdb = false,
             "--python" => out.python = Some(value()),
             "--no-compact" => out.compact = false,
+            "--pushdown" => out.pushdown = value() == "on",
             other => panic!("unknown flag {other} ({usage})"),
         }
     }
@@ -216,10 +219,14 @@ async fn time_query(
     Ok((started.elapsed().as_secs_f64(), result.num_rows()))
 }
 
-fn engine(root: &Path) -> QueryEngine {
+fn engine(root: &Path, pushdown: bool) -> QueryEngine {
     let url = Url::from_directory_path(root).expect("an absolute path");
     let catalog = ArchiveCatalog::new(url, Arc::new(LocalFileSystem::new()));
-    QueryEngine::new(catalog, QueryConfig::default())
+    let config = QueryConfig {
+        pushdown_filters: pushdown,
+        ..QueryConfig::default()
+    };
+    QueryEngine::new(catalog, config)
 }
 
 async fn run_mcpulse(
@@ -227,17 +234,18 @@ async fn run_mcpulse(
     tenant: &str,
     queries: &[String],
     runs: usize,
+    pushdown: bool,
 ) -> anyhow::Result<BTreeMap<(String, &'static str), Timing>> {
     let mut out = BTreeMap::new();
     // One engine for the timed runs, as `mcpulse serve` (HTTP, pgwire) keeps one.
-    let shared = engine(root);
+    let shared = engine(root, pushdown);
     for (scope_name, scope) in [
         ("operator", Scope::All),
         ("tenant", Scope::Tenant(tenant.to_string())),
     ] {
         for name in queries {
             // The first run on a fresh engine: what one `mcpulse query` process sees.
-            let (first, rows) = time_query(&engine(root), &scope, name).await?;
+            let (first, rows) = time_query(&engine(root, pushdown), &scope, name).await?;
             time_query(&shared, &scope, name).await?;
             let mut best = f64::INFINITY;
             for _ in 0..runs {
@@ -452,7 +460,13 @@ fn main() -> anyhow::Result<()> {
         "running {} named queries through mcpulse's engine",
         queries.len()
     );
-    let mcpulse = rt.block_on(run_mcpulse(&root, &tenant, &queries, args.runs))?;
+    let mcpulse = rt.block_on(run_mcpulse(
+        &root,
+        &tenant,
+        &queries,
+        args.runs,
+        args.pushdown,
+    ))?;
     let duck = if args.duckdb {
         eprintln!("running the same queries in DuckDB");
         Some(run_duckdb(&args, &root, &tenant, &queries)?)
