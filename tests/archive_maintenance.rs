@@ -9,13 +9,14 @@ mod stand_ins;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{ACME_TOKEN, GLOBEX_TOKEN, Mcpulse, attr, http, otlp_request};
+use common::archive::{mcpulse, post_probes, post_spans, probe, stderr, stdout, wait_until};
+use common::{ACME_TOKEN, GLOBEX_TOKEN, Mcpulse};
 use mcpulse::Config;
 use mcpulse::archive_store::ArchiveLocation;
 use mcpulse_processors::archive::maintenance::Maintenance;
@@ -60,26 +61,6 @@ impl Archive {
     fn count(&self, sql: &str) -> i64 {
         count(&self.m.config, sql)
     }
-}
-
-fn mcpulse(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mcpulse"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env("ACME_TOKEN", ACME_TOKEN)
-        .env_remove("MCPULSE_FAILPOINT")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `n` of `SELECT count(*) AS n …` through `mcpulse query`.
@@ -706,62 +687,6 @@ fn admin_errors_name_the_flag() {
 }
 
 /// Start of the minute `minutes_ago` minutes before now.
-fn minute(minutes_ago: i64) -> DateTime<Utc> {
-    let now = Utc::now().timestamp();
-    DateTime::from_timestamp((now / 60 - minutes_ago) * 60, 0).unwrap()
-}
-
-fn probe(server: &str, region: &str, minutes_ago: i64, failing: bool) -> Value {
-    let mut p = json!({
-        "server": server, "region": region, "ok": !failing,
-        "started_at": (minute(minutes_ago) + TimeDelta::seconds(10)).to_rfc3339(),
-        "url": format!("https://{server}.example-mcp.com/mcp"),
-    });
-    if failing {
-        p["failure_reason"] = json!("tcp_refused");
-    }
-    p
-}
-
-fn post_probes(m: &Mcpulse, token: &str, probes: Vec<Value>) {
-    let resp = http()
-        .post(m.url("/v1/probes"))
-        .bearer_auth(token)
-        .json(&probes)
-        .send()
-        .unwrap();
-    assert!(resp.status().is_success(), "{:?}", resp.text());
-}
-
-fn post_spans(m: &Mcpulse, token: &str, service: &str, minutes_ago: i64) {
-    use opentelemetry_proto::tonic::trace::v1::Span;
-    let start = (minute(minutes_ago) + TimeDelta::seconds(20))
-        .timestamp_nanos_opt()
-        .unwrap() as u64;
-    let spans = (0..3u64)
-        .map(|i| Span {
-            trace_id: [[9u8; 8], (minutes_ago as u64 * 10 + i).to_be_bytes()].concat(),
-            span_id: (i + 1).to_be_bytes().to_vec(),
-            name: "tools/call lookup".into(),
-            start_time_unix_nano: start + i,
-            end_time_unix_nano: start + i + 2_000_000,
-            attributes: vec![
-                attr("mcp.method.name", "tools/call"),
-                attr("gen_ai.tool.name", "lookup"),
-            ],
-            ..Default::default()
-        })
-        .collect();
-    let resp = http()
-        .post(m.otlp_url())
-        .header("content-type", "application/x-protobuf")
-        .bearer_auth(token)
-        .body(otlp_request(Some(service), spans))
-        .send()
-        .unwrap();
-    assert!(resp.status().is_success(), "{:?}", resp.text());
-}
-
 /// Rows per table of a tenant (and server).
 fn rows(m: &Mcpulse, tenant: &str, server: Option<&str>) -> BTreeMap<&'static str, i64> {
     Table::ALL
@@ -803,18 +728,6 @@ fn state_holding(m: &Mcpulse, forget: &Forget) -> Vec<String> {
     out
 }
 
-fn wait_until(what: &str, m: &Mcpulse, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            m.log()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 #[test]
 fn deleting_a_server_then_a_tenant_leaves_no_row_and_no_state() {
     // Incidents are delivered too, so the notification stage has state (its log,
@@ -852,29 +765,35 @@ fn deleting_a_server_then_a_tenant_leaves_no_row_and_no_state() {
     post_probes(&m, ACME_TOKEN, acme);
     post_probes(&m, GLOBEX_TOKEN, globex);
     for ago in [5, 4, 3] {
-        post_spans(&m, ACME_TOKEN, "weather", ago);
-        post_spans(&m, ACME_TOKEN, "search", ago);
-        post_spans(&m, GLOBEX_TOKEN, "weather", ago);
+        post_spans(&m, ACME_TOKEN, "weather", ago, 9);
+        post_spans(&m, ACME_TOKEN, "search", ago, 9);
+        post_spans(&m, GLOBEX_TOKEN, "weather", ago, 9);
     }
     wait_until(
         "acme's rows in probes, spans, signals and alerts",
         &m,
+        Duration::from_secs(60),
         || {
             let r = rows(&m, "acme", None);
             r["probes"] == 48 && r["spans"] == 18 && r["signals"] > 0 && r["alerts"] >= 2
         },
     );
-    wait_until("globex's signals", &m, || {
+    wait_until("globex's signals", &m, Duration::from_secs(60), || {
         rows(&m, "globex", None)["signals"] > 0
     });
     // The trigger and resolve delivered; their attempts are spooled, not yet in the
     // table (table_interval 1h): the deletion must reach them in the stage.
     pd.wait_for(2, Duration::from_secs(60));
-    wait_until("acme's notification state", &m, || {
-        state_holding(&m, &Forget::tenant("acme"))
-            .iter()
-            .any(|f| f.contains(".spool/"))
-    });
+    wait_until(
+        "acme's notification state",
+        &m,
+        Duration::from_secs(60),
+        || {
+            state_holding(&m, &Forget::tenant("acme"))
+                .iter()
+                .any(|f| f.contains(".spool/"))
+        },
+    );
     // Let every stage settle (windows closed, state checkpointed).
     std::thread::sleep(Duration::from_secs(3));
     let globex_before = rows(&m, "globex", None);
@@ -937,9 +856,12 @@ fn deleting_a_server_then_a_tenant_leaves_no_row_and_no_state() {
         same(&globex_before, &globex),
         "{globex_before:?} -> {globex:?}"
     );
-    wait_until("no state of acme/search", &m, || {
-        state_holding(&m, &Forget::server("acme", "search")).is_empty()
-    });
+    wait_until(
+        "no state of acme/search",
+        &m,
+        Duration::from_secs(60),
+        || state_holding(&m, &Forget::server("acme", "search")).is_empty(),
+    );
 
     // The whole tenant.
     let out = mcpulse(&m.config, &["admin", "delete", "--tenant", "acme"], &[]);
@@ -959,7 +881,7 @@ fn deleting_a_server_then_a_tenant_leaves_no_row_and_no_state() {
         same(&globex_before, &globex),
         "other tenants keep every row: {globex_before:?} -> {globex:?}"
     );
-    wait_until("no state of acme", &m, || {
+    wait_until("no state of acme", &m, Duration::from_secs(60), || {
         state_holding(&m, &Forget::tenant("acme")).is_empty()
     });
     let folders: BTreeSet<String> = files(&m.data_dir().join("archive"))

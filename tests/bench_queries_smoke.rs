@@ -8,20 +8,14 @@
 //! DuckDB comes from the test venv (scripts/test-deps.sh: duckdb, numpy, pyarrow); without
 //! it, and only outside CI, the mcpulse side runs alone (`--no-duckdb`).
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
+/// The test venv's Python; outside it, `python3` (which may lack DuckDB).
 fn python() -> String {
-    if let Some(p) = std::env::var_os("MCPULSE_PYTHON") {
-        return p.to_string_lossy().into_owned();
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    let venv = home.join(".cache/mcpulse/venv/bin/python");
-    if venv.is_file() {
-        venv.to_string_lossy().into_owned()
-    } else {
-        "python3".into()
-    }
+    common::venv_python().map_or_else(|| "python3".into(), |p| p.to_string_lossy().into_owned())
 }
 
 fn has_duckdb(python: &str) -> bool {

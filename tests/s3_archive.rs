@@ -13,11 +13,14 @@ mod stand_ins;
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{ACME_TOKEN, GLOBEX_TOKEN, Mcpulse, attr, http, otlp_request};
+use common::archive::{
+    mcpulse, post_probes, post_spans, probe, probe_at, stderr, stdout, wait_until,
+};
+use common::{ACME_TOKEN, GLOBEX_TOKEN, Mcpulse, http};
 use futures::TryStreamExt;
 use mcpulse::Config;
 use mcpulse::archive_store::ArchiveLocation;
@@ -151,29 +154,6 @@ fn archive_yaml(endpoint: &str, url: &str, credentials: &str) -> String {
 
 const CONFIG_CREDENTIALS: &str =
     "    access_key_id: ${S3_KEY_ID}\n    secret_access_key: \"${S3_SECRET}\"\n";
-
-/// `mcpulse ARGS --config CONFIG` with `env` (and no AWS credentials of the machine).
-fn mcpulse(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mcpulse"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env("ACME_TOKEN", ACME_TOKEN)
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_SESSION_TOKEN")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Rows of `sql` through `mcpulse query`.
 fn query(config: &Path, env: &[(&str, &str)], sql: &str) -> Vec<Value> {
@@ -311,84 +291,6 @@ impl Bucket {
     }
 }
 
-/// Start of the minute `minutes_ago` minutes before now.
-fn minute(minutes_ago: i64) -> DateTime<Utc> {
-    let now = Utc::now().timestamp();
-    DateTime::from_timestamp((now / 60 - minutes_ago) * 60, 0).unwrap()
-}
-
-fn probe_at(server: &str, region: &str, at: DateTime<Utc>, failing: bool) -> Value {
-    let mut p = json!({
-        "server": server, "region": region, "ok": !failing,
-        "started_at": at.to_rfc3339(),
-        "url": format!("https://{server}.example-mcp.com/mcp"),
-    });
-    if failing {
-        p["failure_reason"] = json!("tcp_refused");
-    }
-    p
-}
-
-fn probe(server: &str, region: &str, minutes_ago: i64, failing: bool) -> Value {
-    probe_at(
-        server,
-        region,
-        minute(minutes_ago) + TimeDelta::seconds(10),
-        failing,
-    )
-}
-
-fn post_probes(m: &Mcpulse, token: &str, probes: Vec<Value>) {
-    let resp = http()
-        .post(m.url("/v1/probes"))
-        .bearer_auth(token)
-        .json(&probes)
-        .send()
-        .unwrap();
-    assert!(resp.status().is_success(), "{:?}", resp.text());
-}
-
-fn post_spans(m: &Mcpulse, token: &str, service: &str, minutes_ago: i64) {
-    use opentelemetry_proto::tonic::trace::v1::Span;
-    let start = (minute(minutes_ago) + TimeDelta::seconds(20))
-        .timestamp_nanos_opt()
-        .unwrap() as u64;
-    let spans = (0..3u64)
-        .map(|i| Span {
-            trace_id: [[7u8; 8], (minutes_ago as u64 * 10 + i).to_be_bytes()].concat(),
-            span_id: (i + 1).to_be_bytes().to_vec(),
-            name: "tools/call lookup".into(),
-            start_time_unix_nano: start + i,
-            end_time_unix_nano: start + i + 2_000_000,
-            attributes: vec![
-                attr("mcp.method.name", "tools/call"),
-                attr("gen_ai.tool.name", "lookup"),
-            ],
-            ..Default::default()
-        })
-        .collect();
-    let resp = http()
-        .post(m.otlp_url())
-        .header("content-type", "application/x-protobuf")
-        .bearer_auth(token)
-        .body(otlp_request(Some(service), spans))
-        .send()
-        .unwrap();
-    assert!(resp.status().is_success(), "{:?}", resp.text());
-}
-
-fn wait_until(what: &str, m: &Mcpulse, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            m.log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 #[test]
 fn mcpulse_runs_queries_compacts_and_deletes_on_an_s3_archive() {
     let moto = Moto::start();
@@ -453,9 +355,9 @@ fn mcpulse_runs_queries_compacts_and_deletes_on_an_s3_archive() {
     post_probes(&m, ACME_TOKEN, acme);
     post_probes(&m, GLOBEX_TOKEN, globex);
     for ago in [5, 4, 3] {
-        post_spans(&m, ACME_TOKEN, "weather", ago);
-        post_spans(&m, ACME_TOKEN, "search", ago);
-        post_spans(&m, GLOBEX_TOKEN, "weather", ago);
+        post_spans(&m, ACME_TOKEN, "weather", ago, 7);
+        post_spans(&m, ACME_TOKEN, "search", ago, 7);
+        post_spans(&m, GLOBEX_TOKEN, "weather", ago, 7);
     }
     let old_hour = {
         let now = Utc::now().timestamp();
@@ -476,16 +378,21 @@ fn mcpulse_runs_queries_compacts_and_deletes_on_an_s3_archive() {
         std::thread::sleep(Duration::from_millis(1200));
     }
 
-    wait_until("acme's rows in every table", &m, || {
-        let r = rows(&config, &env, "acme", None);
-        r["probes"] == 60
-            && r["spans"] == 18
-            && r["signals"] > 0
-            && r["alerts"] >= 2
-            && r["notifications"] >= 2
-    });
+    wait_until(
+        "acme's rows in every table",
+        &m,
+        Duration::from_secs(90),
+        || {
+            let r = rows(&config, &env, "acme", None);
+            r["probes"] == 60
+                && r["spans"] == 18
+                && r["signals"] > 0
+                && r["alerts"] >= 2
+                && r["notifications"] >= 2
+        },
+    );
     pd.wait_for(2, Duration::from_secs(60));
-    wait_until("globex's signals", &m, || {
+    wait_until("globex's signals", &m, Duration::from_secs(90), || {
         rows(&config, &env, "globex", None)["signals"] > 0
     });
 
@@ -658,11 +565,16 @@ fn mcpulse_runs_queries_compacts_and_deletes_on_an_s3_archive() {
     let weather = rows(&config, &env, "acme", Some("weather"));
     assert_eq!(weather["probes"], acme_weather["probes"]);
     assert_eq!(weather["spans"], acme_weather["spans"]);
-    wait_until("no state of acme/search in the bucket", &m, || {
-        bucket
-            .state_holding(&Forget::server("acme", "search"))
-            .is_empty()
-    });
+    wait_until(
+        "no state of acme/search in the bucket",
+        &m,
+        Duration::from_secs(90),
+        || {
+            bucket
+                .state_holding(&Forget::server("acme", "search"))
+                .is_empty()
+        },
+    );
 
     let out = mcpulse(&config, &["admin", "delete", "--tenant", "globex"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -676,9 +588,12 @@ fn mcpulse_runs_queries_compacts_and_deletes_on_an_s3_archive() {
         gone.values().all(|n| *n == 0),
         "rows of globex left: {gone:?}"
     );
-    wait_until("no state of globex in the bucket", &m, || {
-        bucket.state_holding(&Forget::tenant("globex")).is_empty()
-    });
+    wait_until(
+        "no state of globex in the bucket",
+        &m,
+        Duration::from_secs(90),
+        || bucket.state_holding(&Forget::tenant("globex")).is_empty(),
+    );
     let left: Vec<String> = bucket
         .keys(None)
         .into_iter()

@@ -21,7 +21,8 @@ pub struct QueryConfig {
     pub footer_cache_mib: usize,
     /// Evaluate filters while decoding Parquet (DataFusion's `pushdown_filters` and
     /// `reorder_filters`): the other columns are decoded only for rows that pass, e.g.
-    /// the quarter of `signals` rows a `source = 'spans'` filter keeps.
+    /// the quarter of `signals` rows a `source = 'spans'` filter keeps. Off by default:
+    /// on the month-wide named queries it was slower (bench-queries `--pushdown on`).
     pub pushdown_filters: bool,
     /// Where the PostgreSQL wire protocol endpoint listens (e.g. `127.0.0.1:5433`), in
     /// `mcpulse run` and `mcpulse serve`; off when unset (the default).
@@ -35,7 +36,7 @@ impl Default for QueryConfig {
             timeout: Duration::from_secs(60),
             target_partitions: 2,
             footer_cache_mib: 256,
-            pushdown_filters: true,
+            pushdown_filters: false,
             pg_listen: None,
         }
     }

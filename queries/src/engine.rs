@@ -186,8 +186,10 @@ impl QueryEngine {
     /// share.
     fn runtime_env(&self) -> Result<Arc<RuntimeEnv>, QueryError> {
         let limit = self.config.footer_cache_mib.saturating_mul(1 << 20);
-        let mut caches = CacheManagerConfig::default();
-        caches.list_files_cache_limit = 0;
+        let mut caches = CacheManagerConfig {
+            list_files_cache_limit: 0,
+            ..CacheManagerConfig::default()
+        };
         if limit > 0 {
             let shared = self.catalog.footer_caches(limit);
             caches.file_metadata_cache = Some(shared.metadata);

@@ -67,6 +67,7 @@ struct Args {
     python: Option<String>,
     compact: bool,
     pushdown: bool,
+    footer_cache_mib: usize,
 }
 
 fn args() -> Args {
@@ -85,10 +86,11 @@ fn args() -> Args {
         python: None,
         compact: true,
         pushdown: QueryConfig::default().pushdown_filters,
+        footer_cache_mib: QueryConfig::default().footer_cache_mib,
     };
     let mut it = std::env::args().skip(1);
     let usage = "flags: --servers N --days N --tenants N --seed N --data DIR --reuse --threads N \
-                 --max-generate-secs N --runs N --only QUERY --no-duckdb --python PATH --no-compact --pushdown on|off";
+                 --max-generate-secs N --runs N --only QUERY --no-duckdb --python PATH --no-compact --pushdown on|off --footer-cache-mib N";
     while let Some(flag) = it.next() {
         let mut value = || {
             it.next()
@@ -113,6 +115,7 @@ fn args() -> Args {
             "--python" => out.python = Some(value()),
             "--no-compact" => out.compact = false,
             "--pushdown" => out.pushdown = value() == "on",
+            "--footer-cache-mib" => out.footer_cache_mib = number(value()) as usize,
             other => panic!("unknown flag {other} ({usage})"),
         }
     }
@@ -219,11 +222,12 @@ async fn time_query(
     Ok((started.elapsed().as_secs_f64(), result.num_rows()))
 }
 
-fn engine(root: &Path, pushdown: bool) -> QueryEngine {
+fn engine(root: &Path, args: &Args) -> QueryEngine {
     let url = Url::from_directory_path(root).expect("an absolute path");
     let catalog = ArchiveCatalog::new(url, Arc::new(LocalFileSystem::new()));
     let config = QueryConfig {
-        pushdown_filters: pushdown,
+        pushdown_filters: args.pushdown,
+        footer_cache_mib: args.footer_cache_mib,
         ..QueryConfig::default()
     };
     QueryEngine::new(catalog, config)
@@ -233,19 +237,19 @@ async fn run_mcpulse(
     root: &Path,
     tenant: &str,
     queries: &[String],
-    runs: usize,
-    pushdown: bool,
+    args: &Args,
 ) -> anyhow::Result<BTreeMap<(String, &'static str), Timing>> {
+    let runs = args.runs;
     let mut out = BTreeMap::new();
     // One engine for the timed runs, as `mcpulse serve` (HTTP, pgwire) keeps one.
-    let shared = engine(root, pushdown);
+    let shared = engine(root, args);
     for (scope_name, scope) in [
         ("operator", Scope::All),
         ("tenant", Scope::Tenant(tenant.to_string())),
     ] {
         for name in queries {
             // The first run on a fresh engine: what one `mcpulse query` process sees.
-            let (first, rows) = time_query(&engine(root, pushdown), &scope, name).await?;
+            let (first, rows) = time_query(&engine(root, args), &scope, name).await?;
             time_query(&shared, &scope, name).await?;
             let mut best = f64::INFINITY;
             for _ in 0..runs {
@@ -460,13 +464,7 @@ fn main() -> anyhow::Result<()> {
         "running {} named queries through mcpulse's engine",
         queries.len()
     );
-    let mcpulse = rt.block_on(run_mcpulse(
-        &root,
-        &tenant,
-        &queries,
-        args.runs,
-        args.pushdown,
-    ))?;
+    let mcpulse = rt.block_on(run_mcpulse(&root, &tenant, &queries, &args))?;
     let duck = if args.duckdb {
         eprintln!("running the same queries in DuckDB");
         Some(run_duckdb(&args, &root, &tenant, &queries)?)

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod archive;
 pub mod kafka;
 pub mod mcp_servers;
 
@@ -251,21 +252,29 @@ fn unsafe_sigterm(pid: u32) {
 
 /// The Python of the test virtualenv (made by scripts/test-deps.sh).
 pub fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("MCPULSE_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = std::env::var_os("MCPULSE_VENV")
+    venv_python().unwrap_or_else(|| {
+        panic!(
+            "no test virtualenv at {}: run `bash scripts/test-deps.sh` (the README test command does)",
+            venv().display()
+        )
+    })
+}
+
+/// The test virtualenv (`$MCPULSE_VENV`, default `~/.cache/mcpulse/venv`).
+fn venv() -> PathBuf {
+    std::env::var_os("MCPULSE_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/mcpulse/venv")
-        });
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "no test virtualenv at {}: run `bash scripts/test-deps.sh` (the README test command does)",
-        venv.display()
-    );
-    python
+        })
+}
+
+/// `$MCPULSE_PYTHON`, else the test virtualenv's interpreter if there is one.
+pub fn venv_python() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MCPULSE_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    Some(venv().join("bin/python")).filter(|p| p.exists())
 }
 
 pub fn repo_path(rel: &str) -> PathBuf {

@@ -311,32 +311,11 @@ impl Maintenance {
             return Ok(());
         }
         let generation = day_state.next_generation();
-        let encoder = self.encoder(day.table);
-        let mut live = Vec::new();
-        let mut covered = Vec::new();
-        let mut rows = 0;
-        for group in &groups {
-            let group_keys: Vec<&str> = group
-                .iter()
-                .map(|i| keys[i.meta.location.as_ref()].as_str())
-                .collect();
-            let hash = merge::names_hash("day", group_keys.iter().copied());
-            let written = merge::merge(
-                &self.target,
-                &encoder,
-                day.table,
-                &day.tenant,
-                &day.path,
-                group,
-                None,
-                config.target_rows,
-                |k| compacted_name(generation, &hash, k),
-            )
+        let (live, mut covered, rows) = self
+            .merge_groups(&day, &groups, generation, "day", |i| {
+                keys[i.meta.location.as_ref()].clone()
+            })
             .await?;
-            rows += written.objects.iter().map(|(_, n)| n).sum::<u64>();
-            live.extend(written.objects.into_iter().map(|(name, _)| name));
-            covered.extend(group_keys.into_iter().map(str::to_string));
-        }
         crate::failpoint::hit("compact_day.after_output");
         let merged = covered.len();
         covered.extend(hidden);
@@ -388,28 +367,11 @@ impl Maintenance {
             return Ok(());
         }
         let generation = state.next_generation();
-        let encoder = self.encoder(folder.table);
-        let mut live = Vec::new();
-        let mut covered = Vec::new();
-        let mut rows = 0;
-        for group in &groups {
-            let hash = merge::names_hash("compact", group.iter().map(Input::name));
-            let written = merge::merge(
-                &self.target,
-                &encoder,
-                folder.table,
-                &folder.tenant,
-                &folder.path,
-                group,
-                None,
-                config.target_rows,
-                |k| compacted_name(generation, &hash, k),
-            )
+        let (live, covered, rows) = self
+            .merge_groups(folder, &groups, generation, "compact", |i| {
+                i.name().to_string()
+            })
             .await?;
-            rows += written.objects.iter().map(|(_, n)| n).sum::<u64>();
-            live.extend(written.objects.into_iter().map(|(name, _)| name));
-            covered.extend(group.iter().map(|i| i.name().to_string()));
-        }
         crate::failpoint::hit("compact.after_output");
         let manifest = next_manifest(&state, generation, now, &live, &covered);
         if !self.commit(folder, &manifest, &live).await? {
@@ -423,6 +385,42 @@ impl Maintenance {
         report.objects_written += live.len() as u64;
         report.rows_compacted += rows;
         Ok(())
+    }
+
+    /// Merges each group into new objects of `out` (of `generation`): their names, the
+    /// key (`key`) of every input merged, and the rows written.
+    async fn merge_groups(
+        &self,
+        out: &Folder,
+        groups: &[Vec<Input>],
+        generation: u64,
+        tag: &str,
+        key: impl Fn(&Input) -> String,
+    ) -> Result<(Vec<String>, Vec<String>, u64), MaintenanceError> {
+        let encoder = self.encoder(out.table);
+        let mut live = Vec::new();
+        let mut covered = Vec::new();
+        let mut rows = 0;
+        for group in groups {
+            let keys: Vec<String> = group.iter().map(&key).collect();
+            let hash = merge::names_hash(tag, keys.iter().map(String::as_str));
+            let written = merge::merge(
+                &self.target,
+                &encoder,
+                out.table,
+                &out.tenant,
+                &out.path,
+                group,
+                None,
+                self.config().target_rows,
+                |k| compacted_name(generation, &hash, k),
+            )
+            .await?;
+            rows += written.objects.iter().map(|(_, n)| n).sum::<u64>();
+            live.extend(written.objects.into_iter().map(|(name, _)| name));
+            covered.extend(keys);
+        }
+        Ok((live, covered, rows))
     }
 
     /// Creates `manifest` in `folder`; if another compactor created that generation

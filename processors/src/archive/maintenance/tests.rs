@@ -88,8 +88,16 @@ async fn visible_rows(target: &ArchiveTarget, tenant: &str, at: &str) -> Vec<(St
         return Vec::new();
     };
     let state = folder.state(target).await.unwrap();
+    rows_of(target, state.visible).await
+}
+
+/// (server, time ns) of every row of `objects`, in order.
+async fn rows_of(
+    target: &ArchiveTarget,
+    objects: Vec<object_store::ObjectMeta>,
+) -> Vec<(String, i64)> {
     let mut rows = Vec::new();
-    for meta in state.visible {
+    for meta in objects {
         let bytes = target
             .store
             .get(&meta.location)
@@ -591,50 +599,8 @@ async fn visible_rows_of_date(
         if folder.date().format("%Y-%m-%d").to_string() != date {
             continue;
         }
-        let at = folder.hour.to_rfc3339();
-        let read = match folder.span {
-            Span::Hour => visible_rows(target, tenant, &at).await,
-            Span::Day => {
-                let mut folder = folder.clone();
-                let state = folder.state(target).await.unwrap();
-                let mut rows = Vec::new();
-                for meta in state.visible {
-                    let bytes = target
-                        .store
-                        .get(&meta.location)
-                        .await
-                        .unwrap()
-                        .bytes()
-                        .await
-                        .unwrap();
-                    for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)
-                        .unwrap()
-                        .build()
-                        .unwrap()
-                    {
-                        let batch = batch.unwrap();
-                        let servers = batch
-                            .column_by_name("server")
-                            .unwrap()
-                            .as_any()
-                            .downcast_ref::<StringArray>()
-                            .unwrap()
-                            .clone();
-                        let times = batch
-                            .column_by_name("time")
-                            .unwrap()
-                            .as_any()
-                            .downcast_ref::<TimestampNanosecondArray>()
-                            .unwrap()
-                            .clone();
-                        for i in 0..batch.num_rows() {
-                            rows.push((servers.value(i).to_string(), times.value(i)));
-                        }
-                    }
-                }
-                rows
-            }
-        };
+        let mut folder = folder.clone();
+        let read = rows_of(target, folder.state(target).await.unwrap().visible).await;
         rows.extend(read);
     }
     sorted(rows)
