@@ -30,6 +30,10 @@ pub struct ArchiveConfig {
     pub row_group_rows: usize,
     /// zstd compression level (1 fastest … 22 smallest).
     pub zstd_level: i32,
+    /// Objects of fewer rows than this are written uncompressed: a reader sets up a zstd
+    /// context per column chunk, which for a few dozen rows (a tenant's day of alerts)
+    /// costs more than the bytes saved. 0 compresses every object.
+    pub compress_min_rows: usize,
     /// Message header naming a record's tenant (default `mcpulse-tenant`, which ingest
     /// sets from the credential). Change it when outside producers put the tenant in
     /// another header.
@@ -74,6 +78,7 @@ impl Default for ArchiveConfig {
             flush_bytes: 16 << 20,
             row_group_rows: 131_072,
             zstd_level: 1,
+            compress_min_rows: 4096,
             tenant_header: HEADER_TENANT.to_string(),
             default_tenant: None,
             maintenance: MaintenanceConfig::default(),

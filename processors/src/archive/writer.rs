@@ -65,7 +65,7 @@ impl ParquetEncoder {
             metadata.push(KeyValue::new(META_MIN_TIME.to_string(), rfc3339_ns(min)));
             metadata.push(KeyValue::new(META_MAX_TIME.to_string(), rfc3339_ns(max)));
         }
-        let props = self.writer_properties(&sorted.schema(), metadata)?;
+        let props = self.writer_properties(&sorted.schema(), metadata, sorted.num_rows())?;
         let mut buf = Vec::with_capacity(sorted.get_array_memory_size() / 4);
         let mut writer =
             ArrowWriter::try_new(&mut buf, sorted.schema(), Some(props)).map_err(fatal)?;
@@ -92,17 +92,25 @@ impl ParquetEncoder {
     }
 
     /// The writer settings of every archive object of this table (also what compaction
-    /// writes with): zstd, row groups of `row_group_rows`, (server, time) declared as the
-    /// sort order, `metadata` in the footer, no dictionary for timestamps and unique ids.
+    /// writes with): zstd (none for an object of fewer than `compress_min_rows` rows,
+    /// `rows` being what it will hold, about), row groups of `row_group_rows`, (server,
+    /// time) declared as the sort order, `metadata` in the footer, no dictionary for
+    /// timestamps and unique ids.
     pub fn writer_properties(
         &self,
         schema: &arrow::datatypes::SchemaRef,
         metadata: Vec<KeyValue>,
+        rows: usize,
     ) -> Result<WriterProperties, OperatorError> {
         let idx = |name: &str| schema.index_of(name).map(|i| i as i32).map_err(fatal);
         let level = ZstdLevel::try_new(self.config.zstd_level).map_err(fatal)?;
+        let compression = if rows < self.config.compress_min_rows {
+            Compression::UNCOMPRESSED
+        } else {
+            Compression::ZSTD(level)
+        };
         let mut builder = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(level))
+            .set_compression(compression)
             .set_max_row_group_row_count(Some(self.config.row_group_rows))
             .set_sorting_columns(Some(vec![
                 SortingColumn {
@@ -184,4 +192,31 @@ fn fsync_file_and_dir(file: &std::path::Path) -> std::io::Result<()> {
 
 fn fatal(e: impl std::fmt::Display) -> OperatorError {
     OperatorError::Fatal(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_objects_are_written_uncompressed() {
+        let encoder = ParquetEncoder::new(Table::Alerts, ArchiveConfig::default());
+        let schema = Table::Alerts.schema();
+        let column = ColumnPath::from(Table::Alerts.server_column());
+        let small = encoder.writer_properties(&schema, Vec::new(), 30).unwrap();
+        assert_eq!(small.compression(&column), Compression::UNCOMPRESSED);
+        let large = encoder
+            .writer_properties(&schema, Vec::new(), 100_000)
+            .unwrap();
+        assert!(matches!(large.compression(&column), Compression::ZSTD(_)));
+        let always = ParquetEncoder::new(
+            Table::Alerts,
+            ArchiveConfig {
+                compress_min_rows: 0,
+                ..ArchiveConfig::default()
+            },
+        );
+        let one = always.writer_properties(&schema, Vec::new(), 1).unwrap();
+        assert!(matches!(one.compression(&column), Compression::ZSTD(_)));
+    }
 }

@@ -311,6 +311,8 @@ pub async fn merge(
     ])
     .map_err(other)?;
     let mut written = Written::default();
+    // What the output will hold, about (before a removal): it decides the compression.
+    let expected_rows: u64 = inputs.iter().map(Input::rows).sum();
     let mut batches: Vec<RecordBatch> = Vec::new();
     let mut cursors: Vec<Option<Cursor>> = Vec::with_capacity(inputs.len());
     let mut heap: BinaryHeap<Reverse<(OwnedRow, usize)>> = BinaryHeap::new();
@@ -387,6 +389,7 @@ pub async fn merge(
                     tenant,
                     folder,
                     name(k),
+                    expected_rows.min(target_rows) as usize,
                 )?);
             }
             let object = out.as_mut().expect("started above");
@@ -469,12 +472,14 @@ impl OutputObject {
         tenant: &str,
         folder: &object_store::path::Path,
         name: String,
+        rows: usize,
     ) -> Result<Self, MaintenanceError> {
         let path = folder.clone().join(name.as_str());
         let props = encoder
             .writer_properties(
                 schema,
                 vec![KeyValue::new(META_TENANT.to_string(), tenant.to_string())],
+                rows,
             )
             .map_err(|e| MaintenanceError::Other(e.to_string()))?;
         let writer = AsyncArrowWriter::try_new(
