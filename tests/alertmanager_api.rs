@@ -5,6 +5,9 @@
 //! `/usr/bin/prometheus`) with an always-firing rule and bearer authorization gets its
 //! alert to the receiver through mcpulse, resolved once Prometheus stops re-sending it.
 //!
+//! Alerts of several tenants naming one upstream provider (`provider` label) correlate
+//! into one storm: the operator is paged once, no tenant is.
+//!
 //! The Prometheus test skips (with a message) when `/usr/bin/prometheus` is absent and
 //! `CI` is not set; with `CI` set it fails instead.
 
@@ -15,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ACME_TOKEN, Mcpulse, OPERATOR_TOKEN, http};
+use common::{ACME_TOKEN, GLOBEX_TOKEN, Mcpulse, OPERATOR_TOKEN, http};
 use serde_json::{Value, json};
 use stand_ins::{Hit, StandIn, actions};
 
@@ -198,6 +201,87 @@ fn alerts_reach_the_receiver_once_per_transition_routed_on_their_labels() {
             .contains("mcpulse_ingest_alerts_accepted_total 8"),
         "{}",
         m.metrics()
+    );
+}
+
+#[test]
+fn alerts_of_one_provider_from_several_tenants_page_the_operator_once_as_a_storm() {
+    let tenants = StandIn::pagerduty();
+    let noc = StandIn::pagerduty();
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.yaml");
+    std::fs::write(
+        &routes,
+        format!(
+            "receivers:\n\
+             \x20 - name: tenants\n    pagerduty: {{ routing_key: \"${{E2E_PD_KEY}}\", url: \"{}\" }}\n\
+             \x20 - name: noc\n    pagerduty: {{ routing_key: \"${{E2E_PD_KEY}}\", url: \"{}\" }}\n\
+             route:\n  id: root\n  receiver: tenants\n\
+             operator_routes:\n  id: operator\n  receiver: noc\n",
+            tenants.url, noc.url
+        ),
+    )
+    .unwrap();
+    // Two tenants are enough for a storm here (the floor's minimum); triggers are held
+    // 5 s in case one forms.
+    let config = config(&routes).replacen(
+        "incidents:\n",
+        "incidents:\n  storm: { min_tenants: 2, hold: 5s }\n",
+        1,
+    );
+    let m = Mcpulse::start_with_env(&config, &[("E2E_PD_KEY", PD_KEY)]);
+    let upstream = |instance: &str| {
+        json!([{
+            "labels": {"alertname": "UpstreamApiDown", "severity": "critical",
+                       "provider": "aws", "region": "us-east-1", "instance": instance},
+            "annotations": {"summary": format!("calls to the upstream API fail on {instance}")},
+        }])
+    };
+    assert_eq!(post(&m, Some(ACME_TOKEN), &upstream("acme-mcp-1")).0, 200);
+    assert_eq!(
+        post(&m, Some(GLOBEX_TOKEN), &upstream("globex-mcp-7")).0,
+        200
+    );
+
+    // One page, for the operator: the storm, naming the provider and no tenant.
+    let hits = noc.wait_for(1, Duration::from_secs(30));
+    assert_eq!(actions(&hits), ["trigger"], "{:#?}", bodies(&hits));
+    let storm = &hits[0];
+    assert!(
+        storm.body["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Upstream outage: aws external (us-east-1): 2 tenants"),
+        "{}",
+        storm.body
+    );
+    for tenant_text in ["acme", "globex"] {
+        assert!(!storm.raw.contains(tenant_text), "{}", storm.raw);
+    }
+    // No tenant is paged: their triggers were held, then folded into the storm.
+    assert_stays(
+        &tenants,
+        0,
+        Duration::from_secs(8),
+        "storm members page nobody",
+    );
+    assert_stays(&noc, 1, Duration::from_secs(0), "one storm page");
+
+    // The history keeps both members, suppressed and linked to the storm.
+    let sql = "SELECT count(DISTINCT tenant) AS n FROM alerts \
+               WHERE class = 'external' AND action = 'suppress' AND storm_id IS NOT NULL";
+    assert_eq!(m.wait_count(sql, 2), 2);
+
+    // An alert naming no provider is no storm member: it pages its tenant at once.
+    let alone = json!([{"labels": {"alertname": "DiskFilling", "severity": "warning"}}]);
+    assert_eq!(post(&m, Some(ACME_TOKEN), &alone).0, 200);
+    let hits = tenants.wait_for(1, Duration::from_secs(30));
+    assert_eq!(actions(&hits), ["trigger"], "{:#?}", bodies(&hits));
+    assert!(
+        hits[0].body["dedup_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("mcpulse/acme/external/")
     );
 }
 

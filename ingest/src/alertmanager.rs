@@ -3,9 +3,11 @@
 //! Prometheus and Grafana alert rules can send their alerts through mcpulse's incident
 //! stage (dedup, resolve) and routing.
 //!
-//! Each valid alert becomes one [`ExternalAlert`] record on `findings.v1`, keyed by
-//! tenant and label fingerprint (every re-send of an alert lands in one partition), with
-//! the tenant of the credential. As Alertmanager does: labels with an empty value are
+//! Each valid alert becomes one [`ExternalAlert`] record on `findings.v1`, with the
+//! tenant of the credential, keyed by [`ExternalAlert::partition_key`]: by its upstream
+//! cause when its labels name one (so the incident stage can correlate tenants' alerts
+//! into a storm), else by tenant and label fingerprint; either way every re-send of an
+//! alert lands in one partition. As Alertmanager does: labels with an empty value are
 //! dropped; a missing `startsAt` defaults to `endsAt`, else to the time of receipt; the
 //! valid alerts of a request are written even when others are refused, and the request
 //! then answers 400 naming each refused alert and its field.
@@ -17,7 +19,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Datelike, Utc};
 use mcpulse_bus::Message;
 use mcpulse_schemas::external::{
-    HEADER_KIND, KIND_EXTERNAL_ALERT, SOURCE_ALERTMANAGER_API, fingerprint, valid_label_name,
+    CauseLabels, HEADER_KIND, KIND_EXTERNAL_ALERT, SOURCE_ALERTMANAGER_API, fingerprint,
+    valid_label_name,
 };
 use mcpulse_schemas::topics::{HEADER_CONTENT_TYPE, HEADER_TENANT};
 use mcpulse_schemas::{ExternalAlert, Topics};
@@ -33,6 +36,7 @@ pub const MAX_ALERTS_PER_REQUEST: usize = 10_000;
 pub struct AlertIngest {
     edge: Edge,
     topic: String,
+    cause: CauseLabels,
 }
 
 /// A request body, parsed: the valid alerts and why each other one was refused.
@@ -44,10 +48,13 @@ pub struct Parsed {
 }
 
 impl AlertIngest {
-    pub fn new(edge: Edge, topics: &Topics) -> Self {
+    /// `cause`: the labels naming an alert's upstream cause (the incident stage's
+    /// `incidents.external` config), which decide the partition key.
+    pub fn new(edge: Edge, topics: &Topics, cause: CauseLabels) -> Self {
         Self {
             edge,
             topic: topics.findings(),
+            cause,
         }
     }
 
@@ -61,7 +68,11 @@ impl AlertIngest {
         let parsed = parse(tenant, body, Utc::now())?;
         let n = parsed.alerts.len();
         if n > 0 {
-            let messages = parsed.alerts.iter().map(message).collect();
+            let messages = parsed
+                .alerts
+                .iter()
+                .map(|a| message(a, &self.cause))
+                .collect();
             self.edge.append(&self.topic, messages).await?;
             self.edge
                 .stats()
@@ -81,9 +92,9 @@ impl AlertIngest {
 }
 
 /// The `findings.v1` message of an alert.
-fn message(alert: &ExternalAlert) -> Message {
+fn message(alert: &ExternalAlert, cause: &CauseLabels) -> Message {
     let value = serde_json::to_vec(alert).expect("external alerts serialize");
-    Message::new(Some(Bytes::from(alert.key())), value)
+    Message::new(Some(Bytes::from(alert.partition_key(cause))), value)
         .with_header(
             HEADER_TENANT,
             Bytes::copy_from_slice(alert.tenant.as_bytes()),
@@ -396,8 +407,13 @@ mod tests {
     #[test]
     fn messages_are_keyed_by_tenant_and_fingerprint_with_headers() {
         let a = one(r#"[{"labels":{"alertname":"X"}}]"#).unwrap();
-        let m = message(&a);
+        let m = message(&a, &CauseLabels::default());
         assert_eq!(m.key.as_deref(), Some(a.key().as_bytes()));
+        // An alert naming its provider is keyed by its cause, whoever sent it.
+        let of_aws =
+            one(r#"[{"labels":{"alertname":"X","provider":"aws","region":"eu"}}]"#).unwrap();
+        let keyed = message(&of_aws, &CauseLabels::default());
+        assert_eq!(keyed.key.as_deref(), Some(&b"external/aws/eu"[..]));
         let header = |name: &str| {
             m.headers
                 .iter()

@@ -447,7 +447,11 @@ mod tests {
             Backpressure::new(1 << 20, u64::MAX, Duration::from_secs(1)),
             Arc::new(IngestStats::default()),
         );
-        let alerts = AlertIngest::new(edge, &Topics::default());
+        let alerts = AlertIngest::new(
+            edge,
+            &Topics::default(),
+            mcpulse_schemas::external::CauseLabels::default(),
+        );
         (alertmanager_router(alerts, Arc::new(auth), &config), bus)
     }
 

@@ -379,15 +379,17 @@ impl Pipeline {
         StatefulOperator<VerdictLogic>,
         StatefulOperator<IncidentLogic>,
     ) {
+        let fleet = Arc::new(FleetView::new(60));
         let verdict = VerdictContext {
             settings: config.verdict(),
-            fleet: Arc::new(FleetView::new(60)),
+            fleet: fleet.clone(),
             metrics: Arc::new(VerdictMetrics::default()),
         };
         let incidents = IncidentContext {
             engine: config.engine(),
             settings: config.verdict(),
             metrics: Arc::new(IncidentMetrics::default()),
+            fleet,
         };
         (
             operator("verdict", verdict, target, findings.clone()),
@@ -710,6 +712,7 @@ fn a_record_whose_tenant_header_disagrees_with_its_payload_is_refused() {
         engine: IncidentsConfig::default().engine(),
         settings: IncidentsConfig::default().verdict(),
         metrics: Arc::new(IncidentMetrics::default()),
+        fleet: Arc::new(FleetView::new(60)),
     };
     let tp = TopicPartition::new(FINDINGS, 0);
     let mut logic = IncidentLogic::restore(&context, &tp, None);

@@ -3,8 +3,11 @@
 //! ingest edge writes it to `findings.v1` for the incident stage.
 //!
 //! One record per alert as received (a firing alert is re-sent every resend interval,
-//! each re-send is one more record), keyed by [`ExternalAlert::key`] (tenant and label
-//! fingerprint) so every record of one alert lands in one partition, in order. The header
+//! each re-send is one more record), keyed by [`ExternalAlert::partition_key`] so every
+//! record of one alert lands in one partition, in order: an alert that names its upstream
+//! cause (a `provider` label, see [`CauseLabels`]) is keyed by that cause, so one partition
+//! sees every tenant's alerts of the cause and can correlate them into a storm; any other
+//! alert by tenant and label fingerprint ([`ExternalAlert::key`]). The header
 //! [`HEADER_KIND`] = [`KIND_EXTERNAL_ALERT`] tells it from verdicts and findings.
 //!
 //! The tenant comes from the credential of the request, never from a label.
@@ -59,9 +62,62 @@ impl ExternalAlert {
         format!("{}/{}", self.tenant, self.fingerprint)
     }
 
+    /// The log key under `cause` (see the module docs): `external/{provider}/{region}`
+    /// for an alert naming its upstream cause, else [`ExternalAlert::key`]. Depends only
+    /// on the labels, so every re-send of an alert lands in the same partition.
+    pub fn partition_key(&self, cause: &CauseLabels) -> String {
+        match cause.of(&self.labels) {
+            Some((provider, region)) => format!("external/{provider}/{region}"),
+            None => self.key(),
+        }
+    }
+
     /// Whether the alert says it has ended (`ends_at` at or before its receipt).
     pub fn is_resolved(&self) -> bool {
         self.ends_at.is_some_and(|end| end <= self.received_at)
+    }
+}
+
+/// Which labels of an external alert name its upstream cause, for storm correlation
+/// across tenants (`incidents.external.provider_label` / `region_label`; the ingest edge
+/// keys records by them and the incident stage correlates on them, so both read the same
+/// config).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CauseLabels {
+    /// The label whose value names the upstream provider (`provider`); empty: external
+    /// alerts never correlate.
+    pub provider: String,
+    /// The label whose value names the region (`region`); an alert without it is
+    /// correlated as `global`.
+    pub region: String,
+}
+
+impl Default for CauseLabels {
+    fn default() -> Self {
+        Self {
+            provider: "provider".to_string(),
+            region: "region".to_string(),
+        }
+    }
+}
+
+impl CauseLabels {
+    /// The (provider, region) an alert with these labels names, values trimmed and
+    /// lower-cased (`AWS` and `aws` are one provider); `None` without a provider.
+    pub fn of(&self, labels: &BTreeMap<String, String>) -> Option<(String, String)> {
+        if self.provider.is_empty() {
+            return None;
+        }
+        let provider = labels.get(&self.provider)?.trim().to_ascii_lowercase();
+        if provider.is_empty() {
+            return None;
+        }
+        let region = labels
+            .get(&self.region)
+            .map(|r| r.trim().to_ascii_lowercase())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "global".to_string());
+        Some((provider, region))
     }
 }
 
@@ -127,22 +183,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn resolved_when_it_ended_by_its_receipt() {
-        let t = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let mut a = ExternalAlert {
-            tenant: "acme".into(),
-            fingerprint: fingerprint(&labels(&[("alertname", "Down")])),
-            labels: labels(&[("alertname", "Down")]),
+    /// A firing alert of `tenant` with `pairs` as labels, started and received at `t`.
+    fn alert(tenant: &str, pairs: &[(&str, &str)], t: DateTime<Utc>) -> ExternalAlert {
+        ExternalAlert {
+            tenant: tenant.into(),
+            fingerprint: fingerprint(&labels(pairs)),
+            labels: labels(pairs),
             annotations: BTreeMap::new(),
             starts_at: t,
             ends_at: None,
             generator_url: None,
             received_at: t,
             source: SOURCE_ALERTMANAGER_API.into(),
-        };
+        }
+    }
+
+    #[test]
+    fn resolved_when_it_ended_by_its_receipt() {
+        let t = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut a = alert("acme", &[("alertname", "Down")], t);
         assert!(!a.is_resolved());
         a.ends_at = Some(t + chrono::Duration::minutes(4));
         assert!(!a.is_resolved());
@@ -152,5 +213,37 @@ mod tests {
         assert!(json.get("annotations").is_none());
         assert_eq!(serde_json::from_value::<ExternalAlert>(json).unwrap(), a);
         assert_eq!(a.key(), format!("acme/{}", a.fingerprint));
+        assert_eq!(a.partition_key(&CauseLabels::default()), a.key());
+    }
+
+    #[test]
+    fn alerts_naming_a_provider_are_keyed_by_their_cause() {
+        let cause = CauseLabels::default();
+        let of = |pairs: &[(&str, &str)]| cause.of(&labels(pairs));
+        assert_eq!(
+            of(&[("provider", " AWS "), ("region", "us-east-1")]),
+            Some(("aws".into(), "us-east-1".into()))
+        );
+        assert_eq!(
+            of(&[("provider", "aws")]),
+            Some(("aws".into(), "global".into()))
+        );
+        assert_eq!(of(&[("alertname", "Down")]), None);
+        assert_eq!(of(&[("provider", "  ")]), None);
+        let off = CauseLabels {
+            provider: String::new(),
+            ..CauseLabels::default()
+        };
+        assert_eq!(off.of(&labels(&[("provider", "aws")])), None);
+
+        let t = Utc::now();
+        let alert = |tenant: &str| alert(tenant, &[("alertname", "Down"), ("provider", "aws")], t);
+        // Two tenants' alerts of one cause share a partition.
+        assert_eq!(alert("acme").partition_key(&cause), "external/aws/global");
+        assert_eq!(
+            alert("acme").partition_key(&cause),
+            alert("globex").partition_key(&cause)
+        );
+        assert_eq!(alert("acme").partition_key(&off), alert("acme").key());
     }
 }

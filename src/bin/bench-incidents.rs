@@ -229,11 +229,12 @@ fn main() {
     let findings = Arc::new(Topic::default());
     let alerts = Arc::new(Alerts::default());
     let incident_metrics = Arc::new(IncidentMetrics::default());
+    let active = Arc::new(FleetView::new(60));
     let mut verdict = operator::<VerdictLogic>(
         "verdict",
         VerdictContext {
             settings: config.verdict(),
-            fleet: Arc::new(FleetView::new(60)),
+            fleet: active.clone(),
             metrics: Arc::new(VerdictMetrics::default()),
         },
         &target,
@@ -245,6 +246,7 @@ fn main() {
             engine: config.engine(),
             settings: config.verdict(),
             metrics: incident_metrics.clone(),
+            fleet: active,
         },
         &target,
         alerts.clone(),

@@ -169,9 +169,12 @@ pub async fn start_analytics(
         let window_minutes = (incidents.active_window.as_secs() / 60).max(1) as i64;
         let verdict_metrics = Arc::new(VerdictMetrics::default());
         sources.push(verdict_metrics.clone());
+        // One view of the active tenants for both stages: probes mark tenants active in
+        // the verdict stage, alerts received on the Alertmanager API in the incident stage.
+        let fleet = Arc::new(FleetView::new(window_minutes));
         let context = VerdictContext {
             settings: incidents.verdict(),
-            fleet: Arc::new(FleetView::new(window_minutes)),
+            fleet: fleet.clone(),
             metrics: verdict_metrics,
         };
         let stats = Arc::new(RuntimeStats::default());
@@ -209,6 +212,7 @@ pub async fn start_analytics(
             engine: incidents.engine(),
             settings: incidents.verdict(),
             metrics: incident_metrics,
+            fleet,
         };
         let stats = Arc::new(RuntimeStats::default());
         let runtime = runtime::<IncidentLogic>(

@@ -46,7 +46,11 @@ impl Edges {
         Self {
             traces: TraceIngest::new(edge.clone(), &config.topics),
             probes: ProbeIngest::new(edge.clone(), &config.topics),
-            alerts: AlertIngest::new(edge, &config.topics),
+            alerts: AlertIngest::new(
+                edge,
+                &config.topics,
+                config.incidents.external.cause_labels(),
+            ),
             stats,
             pressure,
         }

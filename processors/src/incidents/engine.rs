@@ -43,7 +43,7 @@ use mcpulse_schemas::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::external::{ExternalAlerts, ExternalConfig};
+use super::external::{self, ExternalAlerts, ExternalConfig};
 use super::incident::{IncidentConfig, IncidentTracker, Transition, UpdateReason};
 use super::storm::{StormConfig, StormCorrelator, StormEvent, pairs};
 use super::types::{Cause, FailureClass, IncidentKey, Scope};
@@ -270,13 +270,71 @@ impl IncidentEngine {
     }
 
     /// One alert received on the Alertmanager API (see [`super::external`]); its
-    /// `received_at` is the event time.
-    pub fn external(&mut self, alert: &ExternalAlert) -> Vec<AlertEvent> {
+    /// `received_at` is the event time, `active_tenants` the share rule's denominator
+    /// then (used when its labels name a cause to correlate on).
+    pub fn external(&mut self, alert: &ExternalAlert, active_tenants: usize) -> Vec<AlertEvent> {
         let mut out = Vec::new();
         self.tick(alert.received_at, &mut out);
         let events = self.state.external.observe(alert, &self.config.external);
-        out.extend(events.into_iter().map(with_id));
+        let cause = self.config.external.cause_of(alert);
+        let key = external::incident_key(alert);
+        for event in events {
+            match (&cause, event.action) {
+                (Some(cause), AlertAction::Trigger) => {
+                    let at = self.now();
+                    let storm_events =
+                        self.state
+                            .storm
+                            .incident_opened(&key, cause, at, active_tenants);
+                    self.hold_or_send(&key, event, at, &storm_events, &mut out);
+                    self.storm_events(storm_events, &mut out);
+                }
+                _ => self.external_ended(&key, event, &mut out),
+            }
+        }
         out
+    }
+
+    /// A new occurrence that may join a storm: unless `storm_events` suppress it, its
+    /// trigger is held for `storm.hold` (from `at`) or, without a hold, sent.
+    fn hold_or_send(
+        &mut self,
+        key: &IncidentKey,
+        event: AlertEvent,
+        at: DateTime<Utc>,
+        storm_events: &[StormEvent],
+        out: &mut Vec<AlertEvent>,
+    ) {
+        let suppressed = storm_events
+            .iter()
+            .any(|e| matches!(e, StormEvent::Suppress { member, .. } if member == key));
+        if suppressed {
+            return;
+        }
+        let hold = self.state.storm.hold_for();
+        if event.action == AlertAction::Trigger && !hold.is_zero() {
+            let release_at = at + delta(hold);
+            self.state
+                .held
+                .insert(key.clone(), Held { event, release_at });
+        } else {
+            out.push(with_id(event));
+        }
+    }
+
+    /// An external incident's event other than its trigger (a resolve): a trigger still
+    /// held goes out first, and the storm correlator learns the incident ended.
+    fn external_ended(&mut self, key: &IncidentKey, event: AlertEvent, out: &mut Vec<AlertEvent>) {
+        let resolves = event.action == AlertAction::Resolve;
+        if resolves {
+            self.release(key, out);
+        }
+        out.push(with_id(event));
+        if resolves {
+            let at = self.now();
+            let events = self.state.storm.incident_resolved(key, at);
+            self.storm_events(events, out);
+        }
     }
 
     /// Moves event time to `now` (the watermark): releases held triggers, clears
@@ -342,8 +400,9 @@ impl IncidentEngine {
         for key in due {
             self.release(&key, out);
         }
-        let expired = self.state.external.expire(at);
-        out.extend(expired.into_iter().map(with_id));
+        for (key, event) in self.state.external.expire(at) {
+            self.external_ended(&key, event, out);
+        }
     }
 
     /// Sends a held trigger.
@@ -471,20 +530,7 @@ impl IncidentEngine {
                     return;
                 };
                 let storm_events = self.state.storm.incident_opened(key, cause, minute, active);
-                let suppressed = storm_events
-                    .iter()
-                    .any(|e| matches!(e, StormEvent::Suppress { member, .. } if member == key));
-                let hold = self.state.storm.hold_for();
-                if !suppressed {
-                    if event.action == AlertAction::Trigger && !hold.is_zero() {
-                        let release_at = minute + delta(hold);
-                        self.state
-                            .held
-                            .insert(key.clone(), Held { event, release_at });
-                    } else {
-                        out.push(with_id(event));
-                    }
-                }
+                self.hold_or_send(key, event, minute, &storm_events, out);
                 self.storm_events(storm_events, out);
             }
             Transition::Open { .. } => unreachable!("an Open always opens"),
@@ -577,7 +623,13 @@ impl IncidentEngine {
                 }
                 StormEvent::Suppress { storm_id, member } => {
                     self.state.held.remove(&member);
-                    let Some(mut event) = self.state.open.get(&member).cloned() else {
+                    let external = member.class == FailureClass::External;
+                    let event = if external {
+                        self.state.external.suppress(&member, &storm_id, self.now())
+                    } else {
+                        self.state.open.get(&member).cloned()
+                    };
+                    let Some(mut event) = event else {
                         continue;
                     };
                     event.action = AlertAction::Suppress;
@@ -586,11 +638,16 @@ impl IncidentEngine {
                     event.storm_id = Some(storm_id.clone());
                     let notice = self.state.storm.provider_notice(&storm_id);
                     let provider = notice.as_ref().map_or("", |n| n.provider.as_str());
-                    event.summary = format!(
-                        "{} {}: part of an upstream outage of {provider}; not paged",
-                        member.server,
-                        member.class.as_str()
-                    );
+                    event.summary = if external {
+                        let name = event.reason.as_deref().unwrap_or("external alert");
+                        format!("{name}: part of an upstream outage of {provider}; not paged")
+                    } else {
+                        format!(
+                            "{} {}: part of an upstream outage of {provider}; not paged",
+                            member.server,
+                            member.class.as_str()
+                        )
+                    };
                     if self.config.provider_notices.contains(&member.tenant) {
                         event.provider_outage = notice.map(|n| ProviderOutage {
                             provider: n.provider,
@@ -599,8 +656,22 @@ impl IncidentEngine {
                             since: n.opened_at,
                         });
                     }
-                    self.state.open.insert(member, event.clone());
+                    if !external {
+                        self.state.open.insert(member, event.clone());
+                    }
                     out.push(with_id(event));
+                }
+                StormEvent::ResolveMember {
+                    storm_id,
+                    member,
+                    resolved_at,
+                } if member.class == FailureClass::External => {
+                    self.state.held.remove(&member);
+                    let resolved =
+                        self.state
+                            .external
+                            .resolve_with_storm(&member, &storm_id, resolved_at);
+                    out.extend(resolved.map(with_id));
                 }
                 StormEvent::ResolveMember {
                     storm_id,
@@ -701,8 +772,16 @@ mod tests {
             + TimeDelta::seconds(seconds)
     }
 
-    fn alert(tenant: &str, received: i64, ends_at: Option<i64>) -> ExternalAlert {
-        let labels: BTreeMap<String, String> = [("alertname", "McpDown"), ("severity", "warning")]
+    /// An alert of `tenant` with `labels`, started at `started`, received at `received`,
+    /// ended at `ends_at` when given.
+    fn labelled(
+        tenant: &str,
+        labels: &[(&str, &str)],
+        started: i64,
+        received: i64,
+        ends_at: Option<i64>,
+    ) -> ExternalAlert {
+        let labels: BTreeMap<String, String> = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
@@ -711,7 +790,7 @@ mod tests {
             fingerprint: fingerprint(&labels),
             labels,
             annotations: BTreeMap::new(),
-            starts_at: t(0),
+            starts_at: t(started),
             ends_at: ends_at.map(t),
             generator_url: None,
             received_at: t(received),
@@ -719,29 +798,213 @@ mod tests {
         }
     }
 
+    fn alert(tenant: &str, received: i64, ends_at: Option<i64>) -> ExternalAlert {
+        let labels = [("alertname", "McpDown"), ("severity", "warning")];
+        labelled(tenant, &labels, 0, received, ends_at)
+    }
+
     fn actions(events: &[AlertEvent]) -> Vec<&'static str> {
         events.iter().map(|e| e.action.as_str()).collect()
+    }
+
+    /// `UpstreamDown` of `tenant` naming provider `aws`, started and received at
+    /// `received`, ended at `ends_at` when given.
+    fn upstream(tenant: &str, received: i64, ends_at: Option<i64>) -> ExternalAlert {
+        let labels = [
+            ("alertname", "UpstreamDown"),
+            ("provider", "aws"),
+            ("severity", "critical"),
+        ];
+        labelled(tenant, &labels, received, received, ends_at)
+    }
+
+    /// (tenant, action) of each event.
+    fn who(events: &[AlertEvent]) -> Vec<(String, &'static str)> {
+        events
+            .iter()
+            .map(|e| (e.tenant.clone(), e.action.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn external_alerts_naming_a_provider_correlate_into_one_storm_across_tenants() {
+        let mut engine = IncidentEngine::new(EngineConfig::default());
+        // Of 10 active tenants, two fire: held (a storm may form), nothing pages.
+        assert!(engine.external(&upstream("t1", 0, None), 10).is_empty());
+        assert!(engine.external(&upstream("t2", 10, None), 10).is_empty());
+        assert_eq!(engine.held(), 2);
+        // The third tenant crosses the floor (3 tenants, > 10% of 10): one storm for the
+        // operator, the three members suppressed, no member paged.
+        let out = engine.external(&upstream("t3", 20, None), 10);
+        assert_eq!(
+            who(&out),
+            [
+                ("_operator".to_string(), "trigger"),
+                ("t1".to_string(), "suppress"),
+                ("t2".to_string(), "suppress"),
+                ("t3".to_string(), "suppress"),
+            ]
+        );
+        let storm = &out[0];
+        assert_eq!(storm.class, "storm");
+        assert_eq!(storm.severity, Severity::P2);
+        assert_eq!(storm.opened_at, t(0));
+        let summary = storm.storm.as_ref().unwrap();
+        assert_eq!(
+            (summary.provider.as_str(), summary.region.as_str()),
+            ("aws", "global")
+        );
+        assert_eq!((summary.tenants, summary.members), (3, 3));
+        assert!(!storm.summary.contains("t1"), "{}", storm.summary);
+        for member in &out[1..] {
+            assert_eq!(member.class, "external");
+            assert_eq!(member.status, AlertStatus::Suppressed);
+            assert_eq!(member.storm_id.as_deref(), Some(storm.incident_id.as_str()));
+            assert!(
+                member.summary.contains("upstream outage of aws"),
+                "{}",
+                member.summary
+            );
+        }
+        assert_eq!(engine.held(), 0);
+        assert_eq!(engine.open_storms(), 1);
+        // Nothing left to release when the hold would have ended.
+        assert!(engine.advance(t(200)).is_empty());
+
+        // A fourth tenant joins: suppressed at once; the storm's counts go out once when
+        // event time next moves.
+        assert_eq!(
+            who(&engine.external(&upstream("t4", 230, None), 10)),
+            [("t4".to_string(), "suppress")]
+        );
+        let grown = engine.advance(t(240));
+        assert_eq!(who(&grown), [("_operator".to_string(), "update")]);
+        assert_eq!(grown[0].storm.as_ref().unwrap().tenants, 4);
+
+        // Senders resolve: each member resolves, linked to the storm; below 3 tenants
+        // failing the storm subsides, and clears `clear_after` (5m) later.
+        for (i, tenant) in ["t1", "t2", "t3"].iter().enumerate() {
+            let at = 300 + i as i64;
+            let resolved = engine.external(&upstream(tenant, at, Some(at)), 10);
+            assert_eq!(who(&resolved), [(tenant.to_string(), "resolve")]);
+            assert_eq!(
+                resolved[0].storm_id.as_deref(),
+                Some(storm.incident_id.as_str())
+            );
+        }
+        // t4's sender re-sends it (else its resolve timeout would end it at 530).
+        assert!(engine.external(&upstream("t4", 500, None), 10).is_empty());
+        // Two tenants still failing after t2 resolved at 301: subsided then.
+        assert!(engine.advance(t(301 + 299)).is_empty());
+        let cleared = engine.advance(t(301 + 300));
+        // The storm resolves, and so does the member still open (t4), linked to it.
+        assert_eq!(
+            who(&cleared),
+            [
+                ("_operator".to_string(), "resolve"),
+                ("t4".to_string(), "resolve"),
+            ]
+        );
+        assert_eq!(cleared[1].evidence["resolved_by"], "storm_cleared");
+        assert_eq!(engine.open_storms(), 0);
+        assert_eq!(engine.open_incidents().count(), 0);
+
+        // t4 still firing: its next re-send is a new incident of its own, held, then paged.
+        assert!(engine.external(&upstream("t4", 660, None), 10).is_empty());
+        let paged = engine.advance(t(660 + 120));
+        assert_eq!(who(&paged), [("t4".to_string(), "trigger")]);
+        assert_eq!(paged[0].status, AlertStatus::Open);
+        assert!(paged[0].storm_id.is_none());
+    }
+
+    #[test]
+    fn an_external_alert_of_a_provider_that_stays_alone_pages_after_the_hold() {
+        let mut engine = IncidentEngine::new(EngineConfig::default());
+        assert!(engine.external(&upstream("t1", 0, None), 2).is_empty());
+        // A second tenant, but the floor is 3 tenants: no storm.
+        assert!(engine.external(&upstream("t2", 30, None), 2).is_empty());
+        assert!(engine.advance(t(119)).is_empty());
+        assert_eq!(
+            who(&engine.advance(t(120))),
+            [("t1".to_string(), "trigger")]
+        );
+        // Resolved by its sender while still held: the trigger goes out, then the resolve.
+        let ended = engine.external(&upstream("t2", 100, Some(140)), 2);
+        assert!(
+            ended.is_empty(),
+            "a resolved re-send received before the end is a re-send"
+        );
+        let ended = engine.external(&upstream("t2", 140, Some(140)), 2);
+        assert_eq!(
+            who(&ended),
+            [("t2".to_string(), "trigger"), ("t2".to_string(), "resolve")]
+        );
+        // The share rule: 3 tenants of 40 active (7.5%) is no storm.
+        let mut engine = IncidentEngine::new(EngineConfig::default());
+        for (i, tenant) in ["a", "b", "c"].iter().enumerate() {
+            assert!(
+                engine
+                    .external(&upstream(tenant, i as i64, None), 40)
+                    .is_empty()
+            );
+        }
+        assert_eq!(engine.open_storms(), 0);
+        assert_eq!(engine.advance(t(122)).len(), 3);
+    }
+
+    #[test]
+    fn external_alerts_do_not_correlate_when_the_provider_label_is_off() {
+        let mut config = EngineConfig::default();
+        config.external.provider_label = String::new();
+        let mut engine = IncidentEngine::new(config);
+        for (i, tenant) in ["a", "b", "c", "d"].iter().enumerate() {
+            let out = engine.external(&upstream(tenant, i as i64, None), 4);
+            assert_eq!(who(&out), [(tenant.to_string(), "trigger")]);
+        }
+        assert_eq!(engine.open_storms(), 0);
+    }
+
+    #[test]
+    fn a_restored_engine_keeps_an_external_storm() {
+        let mut engine = IncidentEngine::new(EngineConfig::default());
+        for (i, tenant) in ["t1", "t2", "t3"].iter().enumerate() {
+            engine.external(&upstream(tenant, i as i64, None), 10);
+        }
+        assert_eq!(engine.open_storms(), 1);
+        let state = serde_json::to_string(engine.state()).unwrap();
+        let mut restored = IncidentEngine::restore(
+            EngineConfig::default(),
+            serde_json::from_str(&state).unwrap(),
+        );
+        let joined = restored.external(&upstream("t4", 10, None), 10);
+        assert_eq!(who(&joined), [("t4".to_string(), "suppress")]);
+        // A re-send of a member is nothing (the storm's grown counts go out as time moves).
+        assert_eq!(
+            who(&restored.external(&upstream("t1", 60, None), 10)),
+            [("_operator".to_string(), "update")]
+        );
+        assert!(restored.external(&upstream("t1", 120, None), 10).is_empty());
     }
 
     #[test]
     fn external_alerts_trigger_at_once_dedup_and_resolve_through_the_engine() {
         let mut engine = IncidentEngine::new(EngineConfig::default());
-        let trigger = engine.external(&alert("acme", 0, None));
+        let trigger = engine.external(&alert("acme", 0, None), 1);
         assert_eq!(actions(&trigger), ["trigger"], "no blip window, no hold");
         assert_eq!(trigger[0].severity, Severity::P3);
         assert!(!trigger[0].event_id.is_empty());
         assert_eq!(engine.open_incidents().count(), 1);
         // Same labels, another tenant: its own incident.
-        let other = engine.external(&alert("globex", 0, None));
+        let other = engine.external(&alert("globex", 0, None), 1);
         assert_eq!(actions(&other), ["trigger"]);
         assert_ne!(other[0].dedup_key, trigger[0].dedup_key);
-        assert_eq!(engine.external(&alert("globex", 1, Some(1))).len(), 1);
+        assert_eq!(engine.external(&alert("globex", 1, Some(1)), 1).len(), 1);
 
         // Re-sent every minute: nothing; the watermark moving does not resolve it.
         for minute in 1..=4 {
             assert!(
                 engine
-                    .external(&alert("acme", minute * 60, None))
+                    .external(&alert("acme", minute * 60, None), 1)
                     .is_empty()
             );
             assert!(engine.advance(t(minute * 60 + 30)).is_empty());
@@ -759,14 +1022,14 @@ mod tests {
     #[test]
     fn a_restored_engine_keeps_external_incidents_and_reads_older_checkpoints() {
         let mut engine = IncidentEngine::new(EngineConfig::default());
-        let trigger = engine.external(&alert("acme", 0, None));
+        let trigger = engine.external(&alert("acme", 0, None), 1);
         let state = serde_json::to_value(engine.state()).unwrap();
         let mut restored = IncidentEngine::restore(
             EngineConfig::default(),
             serde_json::from_value(state.clone()).unwrap(),
         );
-        assert!(restored.external(&alert("acme", 60, None)).is_empty());
-        let resolved = restored.external(&alert("acme", 120, Some(100)));
+        assert!(restored.external(&alert("acme", 60, None), 1).is_empty());
+        let resolved = restored.external(&alert("acme", 120, Some(100)), 1);
         assert_eq!(actions(&resolved), ["resolve"]);
         assert_eq!(resolved[0].incident_id, trigger[0].incident_id);
 

@@ -24,18 +24,37 @@
 //! (`labels.<name>`). The fingerprint is computed from the unmasked labels, so two
 //! instances stay two incidents.
 //!
-//! Storm correlation does not apply to external alerts (they carry no provider or
-//! active-tenant count to correlate on); dedup and resolve do.
+//! # Storms
+//!
+//! An alert whose labels name its upstream cause — `provider` (and optionally `region`;
+//! the label names are configurable, see [`CauseLabels`]) — correlates across tenants
+//! like a probe incident: its cause is (provider, region or `global`, class `external`),
+//! the ingest edge keys it by that cause so one partition sees every tenant's alerts of
+//! it, and the storm rules of `incidents.storm` apply (its trigger is held for
+//! `storm.hold` in case a storm forms; when one does, the members are `suppress`ed and
+//! the operator routes get one storm incident instead of a page per tenant; a storm
+//! that clears resolves the members still open, and an alert still firing then opens a
+//! new incident that pages). The share rule's denominator is the tenants active in the
+//! process: probed within `incidents.active_window`, or having sent an alert on the
+//! Alertmanager API within it. Alerts without a provider label never correlate; a
+//! storm of external alerts has severity P2 unless `incidents.severity` overrides class
+//! `external`.
+//!
+//! Changing `provider_label` or `region_label` moves alerts to other partitions: an
+//! alert open at the change may be triggered again by its new partition (same incident
+//! id, so receivers update it in place) and resolved by the old one's timeout.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use mcpulse_schemas::alert::mask_addresses;
-use mcpulse_schemas::external::valid_label_name;
+use mcpulse_schemas::external::{CauseLabels, valid_label_name};
 use mcpulse_schemas::{AlertAction, AlertEvent, AlertStatus, ExternalAlert, Finding, Severity};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use super::types::{Cause, FailureClass, IncidentKey};
 
 /// The `class` of external incidents.
 pub const EXTERNAL_CLASS: &str = "external";
@@ -53,6 +72,8 @@ const MAX_SUMMARY_CHARS: usize = 1000;
 ///     severity_label: severity
 ///     severities: { sev1: P1 }     # added to (and overriding) the built-in table
 ///     default_severity: P3
+///     provider_label: provider     # names the upstream cause: storm correlation ("" = off)
+///     region_label: region
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -72,6 +93,13 @@ pub struct ExternalConfig {
     /// The severity of an alert without the label, or with a value in neither table
     /// (default P3).
     pub default_severity: Severity,
+    /// The label whose value names an alert's upstream provider (default `provider`):
+    /// alerts of one provider (and region) from enough tenants at once correlate into a
+    /// storm (see the module docs). Empty: external alerts never correlate.
+    pub provider_label: String,
+    /// The label whose value names the region of the cause (default `region`); alerts
+    /// without it correlate as `global`.
+    pub region_label: String,
 }
 
 impl Default for ExternalConfig {
@@ -81,6 +109,8 @@ impl Default for ExternalConfig {
             severity_label: "severity".to_string(),
             severities: BTreeMap::new(),
             default_severity: Severity::P3,
+            provider_label: "provider".to_string(),
+            region_label: "region".to_string(),
         }
     }
 }
@@ -114,7 +144,41 @@ impl ExternalConfig {
         if self.severities.keys().any(|k| k.trim().is_empty()) {
             return Err("incidents.external.severities: an empty label value".into());
         }
+        for (field, name) in [
+            ("provider_label", &self.provider_label),
+            ("region_label", &self.region_label),
+        ] {
+            let optional = field == "provider_label" && name.is_empty();
+            if !optional && !valid_label_name(name) {
+                return Err(format!(
+                    "incidents.external.{field}: {name:?} is not a label name \
+                     ([a-zA-Z_][a-zA-Z0-9_]*)"
+                ));
+            }
+        }
+        if !self.provider_label.is_empty() && self.provider_label == self.region_label {
+            return Err("incidents.external.region_label: must differ from provider_label".into());
+        }
         Ok(())
+    }
+
+    /// The labels naming an alert's cause (what the ingest edge keys records by).
+    pub fn cause_labels(&self) -> CauseLabels {
+        CauseLabels {
+            provider: self.provider_label.clone(),
+            region: self.region_label.clone(),
+        }
+    }
+
+    /// The storm cause of an alert: its provider and region labels, class `external`;
+    /// `None` when it names no provider.
+    pub fn cause_of(&self, alert: &ExternalAlert) -> Option<Cause> {
+        let (provider, region) = self.cause_labels().of(&alert.labels)?;
+        Some(Cause {
+            provider,
+            region,
+            class: FailureClass::External,
+        })
     }
 
     /// The severity of an alert with these labels.
@@ -182,6 +246,34 @@ fn capped(mut text: String) -> String {
         text.push('…');
     }
     text
+}
+
+/// The incident key of an external alert (what storms track members by): its tenant,
+/// its fingerprint as the server, class `external`.
+pub fn incident_key(alert: &ExternalAlert) -> IncidentKey {
+    IncidentKey {
+        tenant: alert.tenant.clone(),
+        server: alert.fingerprint.clone(),
+        class: FailureClass::External,
+    }
+}
+
+/// The incident key of the incident `trigger` opened (its evidence keeps the
+/// fingerprint).
+fn member_key(trigger: &AlertEvent) -> IncidentKey {
+    IncidentKey {
+        tenant: trigger.tenant.clone(),
+        server: trigger.evidence["fingerprint"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        class: FailureClass::External,
+    }
+}
+
+/// Where [`ExternalAlerts`] tracks the incident of `member` ([`ExternalAlert::key`]).
+fn tracked_key(member: &IncidentKey) -> String {
+    format!("{}/{}", member.tenant, member.server)
 }
 
 /// The dedup key of an external alert.
@@ -327,13 +419,15 @@ impl ExternalAlerts {
     }
 
     /// Event time moved to `now`: resolves the incidents whose expiry passed, forgets
-    /// occurrences that ended long enough ago. Returns the events (without ids).
-    pub fn expire(&mut self, now: DateTime<Utc>) -> Vec<AlertEvent> {
+    /// occurrences that ended long enough ago. Returns the events (without ids), each
+    /// with the key of its incident.
+    pub fn expire(&mut self, now: DateTime<Utc>) -> Vec<(IncidentKey, AlertEvent)> {
         let mut out = Vec::new();
         let forget_before = now - delta(ENDED_MEMORY);
         self.alerts.retain(|_, tracked| {
             if let Some(open) = tracked.open.take_if(|o| o.expires_at <= now) {
-                out.push(resolve(&open, open.expires_at, open.expires_at, "timeout"));
+                let event = resolve(&open, open.expires_at, open.expires_at, "timeout");
+                out.push((member_key(&open.trigger), event));
                 tracked.ended = Some(Ended {
                     starts_at: open.starts_at,
                     by_sender: false,
@@ -346,6 +440,45 @@ impl ExternalAlerts {
             tracked.open.is_some() || tracked.ended.is_some()
         });
         out
+    }
+
+    /// A storm took the open incident of `member` in: its trigger and every later event
+    /// carry the storm id, and it reads as suppressed. Returns the `suppress` event
+    /// (without id, summary as the trigger's), `None` when it is not open.
+    pub fn suppress(
+        &mut self,
+        member: &IncidentKey,
+        storm_id: &str,
+        at: DateTime<Utc>,
+    ) -> Option<AlertEvent> {
+        let open = self.alerts.get_mut(&tracked_key(member))?.open.as_mut()?;
+        open.trigger.storm_id = Some(storm_id.to_string());
+        open.trigger.status = AlertStatus::Suppressed;
+        let mut event = open.trigger.clone();
+        event.action = AlertAction::Suppress;
+        event.time = at;
+        Some(event)
+    }
+
+    /// The storm that took `member` in cleared at `at`: its incident resolves (a re-send
+    /// of the alert, still firing, opens a new incident from then). `None` when it is
+    /// not open.
+    pub fn resolve_with_storm(
+        &mut self,
+        member: &IncidentKey,
+        storm_id: &str,
+        at: DateTime<Utc>,
+    ) -> Option<AlertEvent> {
+        let tracked = self.alerts.get_mut(&tracked_key(member))?;
+        let open = tracked.open.take()?;
+        let mut event = resolve(&open, at, at, "storm_cleared");
+        event.storm_id = Some(storm_id.to_string());
+        tracked.ended = Some(Ended {
+            starts_at: open.starts_at,
+            by_sender: false,
+            at,
+        });
+        Some(event)
     }
 
     /// The triggers of the open incidents.
@@ -465,6 +598,28 @@ mod tests {
                 .contains("incidents.external.severity_label")
         );
         assert!(parse("severities: {critical: P9}").is_err());
+        assert!(
+            parse("provider_label: up-stream")
+                .unwrap_err()
+                .contains("incidents.external.provider_label")
+        );
+        assert!(
+            parse("region_label: ''")
+                .unwrap_err()
+                .contains("incidents.external.region_label")
+        );
+        assert!(
+            parse("region_label: provider")
+                .unwrap_err()
+                .contains("incidents.external.region_label: must differ")
+        );
+        // Off: alerts never correlate, whatever their labels.
+        let off = parse("provider_label: ''").unwrap();
+        let mut a = alert("x", 0, None);
+        a.labels.insert("provider".into(), "aws".into());
+        assert_eq!(off.cause_of(&a), None);
+        let cause = ExternalConfig::default().cause_of(&a).unwrap();
+        assert_eq!(cause.key(), "aws/global/external");
     }
 
     #[test]
@@ -537,7 +692,14 @@ mod tests {
         );
         assert!(alerts.observe(&alert("a", 120, None), &cfg).is_empty());
         assert!(alerts.expire(t(120 + 299)).is_empty());
-        let expired = alerts.expire(t(120 + 300));
+        let expired: Vec<AlertEvent> = alerts
+            .expire(t(120 + 300))
+            .into_iter()
+            .map(|(key, event)| {
+                assert_eq!(key, incident_key(&alert("a", 0, None)));
+                event
+            })
+            .collect();
         assert_eq!(actions(&expired), ["resolve"]);
         assert_eq!(expired[0].resolved_at, Some(t(420)));
         assert_eq!(expired[0].evidence["resolved_by"], "timeout");
@@ -553,7 +715,7 @@ mod tests {
         let mut alerts = ExternalAlerts::default();
         alerts.observe(&alert("b", 0, Some(240)), &cfg);
         assert!(alerts.expire(t(239)).is_empty());
-        assert_eq!(actions(&alerts.expire(t(240))), ["resolve"]);
+        assert_eq!(alerts.expire(t(240)).len(), 1);
         // Ended occurrences are forgotten after an hour.
         assert_eq!(alerts.len(), 1);
         alerts.expire(t(240 + 3601));

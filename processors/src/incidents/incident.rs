@@ -288,6 +288,13 @@ impl IncidentConfig {
                     o.class.as_str()
                 ));
             }
+            if o.class == FailureClass::External && o.scope.is_some() {
+                return Err(format!(
+                    "incidents.severity[{i}].scope: class external takes no scope (an \
+                     override of class external sets the severity of storms of external \
+                     alerts; each alert's own comes from its labels); omit scope"
+                ));
+            }
             if o.scope.is_some() && !o.class.is_probe_class() {
                 return Err(format!(
                     "incidents.severity[{i}].scope: class {} comes from findings, which \
@@ -1958,6 +1965,23 @@ mod tests {
                 ..base()
             })
             .starts_with("incidents.severity[0].scope: ")
+        );
+        assert!(
+            err(IncidentConfig {
+                severity: vec![over(FailureClass::External, Some(Scope::Global))],
+                ..base()
+            })
+            .contains("class external takes no scope")
+        );
+        // Without scope it sets the severity of storms of external alerts.
+        let config = IncidentConfig {
+            severity: vec![over(FailureClass::External, None)],
+            ..base()
+        };
+        config.validate().unwrap();
+        assert_eq!(
+            config.severity_of(FailureClass::External, Scope::Global),
+            Severity::P1
         );
     }
 }

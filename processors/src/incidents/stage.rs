@@ -27,6 +27,7 @@ use serde_json::json;
 use tracing::error;
 
 use super::engine::{EngineConfig, EngineState, IncidentEngine};
+use super::fleet::FleetView;
 use super::rows;
 use super::verdict_stage::{HEADER_KIND, KIND_VERDICT, VerdictMessage};
 use crate::live::LiveIncidents;
@@ -124,6 +125,9 @@ pub struct IncidentContext {
     pub engine: EngineConfig,
     pub settings: super::verdict_stage::VerdictSettings,
     pub metrics: Arc<IncidentMetrics>,
+    /// The tenants active in the process (the verdict stage's view): external alerts
+    /// mark their tenant active and read the storm share rule's denominator from it.
+    pub fleet: Arc<FleetView>,
 }
 
 /// The checkpointed state of a partition.
@@ -143,6 +147,7 @@ pub struct IncidentLogic {
     last_record: Instant,
     settings: super::verdict_stage::VerdictSettings,
     metrics: Arc<IncidentMetrics>,
+    fleet: Arc<FleetView>,
     /// What this partition last added to the shared gauges.
     reported: Gauges,
     /// This instance's key in the live open-incident counts (unique, so a partition
@@ -289,6 +294,7 @@ impl PartitionLogic for IncidentLogic {
             last_record: Instant::now(),
             settings: context.settings.clone(),
             metrics: context.metrics.clone(),
+            fleet: context.fleet.clone(),
             reported: Gauges::default(),
             live_key: format!("{tp}#{}", INSTANCES.fetch_add(1, Relaxed)),
             reported_live: OpenCounts::new(),
@@ -321,7 +327,10 @@ impl PartitionLogic for IncidentLogic {
                 .max_event_ns
                 .max(ns(alert.received_at).min(now_ns() + 60_000_000_000));
             self.metrics.external.fetch_add(1, Relaxed);
-            let events = self.engine.external(&alert);
+            let minute = alert.received_at.timestamp().div_euclid(60);
+            self.fleet.touch(tenant, minute);
+            let active = self.fleet.active(minute);
+            let events = self.engine.external(&alert, active);
             self.take(events);
         } else if kind == Some(KIND_VERDICT.as_bytes()) {
             let message: VerdictMessage =
@@ -410,6 +419,7 @@ mod tests {
             engine: EngineConfig::default(),
             settings: super::super::verdict_stage::VerdictSettings::default(),
             metrics: Arc::new(IncidentMetrics::default()),
+            fleet: Arc::new(FleetView::default()),
         };
         IncidentLogic::restore(
             &context,
@@ -491,6 +501,7 @@ mod tests {
                 live: Some(live.clone()),
                 ..IncidentMetrics::default()
             }),
+            fleet: Arc::new(FleetView::default()),
         };
         let tp = TopicPartition::new("findings".to_string(), 0);
         let mut logic = IncidentLogic::restore(&context, &tp, None);

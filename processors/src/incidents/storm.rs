@@ -7,7 +7,8 @@
 //! # What the caller feeds
 //!
 //! Every opening and resolution of an incident whose class
-//! [is a probe class](super::types::FailureClass::is_probe_class), with its cause, in
+//! [correlates](super::types::FailureClass::correlates) (probe classes, and external
+//! alerts whose labels name a provider), with its cause, in
 //! event time (the minute start of the verdict), non-decreasing over the sequence of calls
 //! (a time earlier than the latest seen is treated as the latest seen). All incidents of
 //! one cause are routed to one owner, so one correlator sees every candidate of a cause.
@@ -365,7 +366,7 @@ impl StormCorrelator {
         active_tenants: usize,
     ) -> Vec<StormEvent> {
         let (at, mut events) = self.tick(at);
-        if !self.config.enabled || !cause.class.is_probe_class() || self.open.contains_key(key) {
+        if !self.config.enabled || !cause.class.correlates() || self.open.contains_key(key) {
             return events;
         }
         self.open.insert(key.clone(), cause.clone());

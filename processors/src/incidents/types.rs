@@ -53,10 +53,13 @@ pub enum FailureClass {
     SchemaDrift,
     /// fleet_inconsistent findings.
     FleetInconsistent,
+    /// Alerts of outside alerting systems received on the Alertmanager API (see
+    /// `external.rs`); their severity comes from their labels.
+    External,
 }
 
 impl FailureClass {
-    pub const ALL: [FailureClass; 13] = [
+    pub const ALL: [FailureClass; 14] = [
         FailureClass::Unreachable,
         FailureClass::Tls,
         FailureClass::ServerError,
@@ -70,6 +73,7 @@ impl FailureClass {
         FailureClass::TrafficDrop,
         FailureClass::SchemaDrift,
         FailureClass::FleetInconsistent,
+        FailureClass::External,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +91,7 @@ impl FailureClass {
             FailureClass::TrafficDrop => "traffic_drop",
             FailureClass::SchemaDrift => "schema_drift",
             FailureClass::FleetInconsistent => "fleet_inconsistent",
+            FailureClass::External => "external",
         }
     }
 
@@ -120,6 +125,12 @@ impl FailureClass {
             FindingKind::SchemaDrift => FailureClass::SchemaDrift,
             FindingKind::FleetInconsistent => FailureClass::FleetInconsistent,
         }
+    }
+
+    /// Whether incidents of the class can correlate into storms: the probe classes, and
+    /// external alerts that name their upstream cause in their labels.
+    pub fn correlates(self) -> bool {
+        self.is_probe_class() || self == FailureClass::External
     }
 
     /// Whether the class comes from probes (and so has regions and a provider that
@@ -235,6 +246,8 @@ pub fn default_severity(class: FailureClass, scope: Scope) -> Severity {
         (_, Scope::Regional) if class.is_probe_class() => Severity::P2,
         (C::ErrorRate | C::TrafficDrop, _) => Severity::P2,
         (C::SchemaDrift, _) => Severity::P2,
+        // A storm of external alerts (each member's own severity comes from its labels).
+        (C::External, _) => Severity::P2,
         (C::Latency | C::ToolLatency | C::CertificateExpiring | C::FleetInconsistent, _) => {
             Severity::P3
         }
