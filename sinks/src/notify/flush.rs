@@ -1,6 +1,7 @@
 //! The background flush of one partition. The operator takes a snapshot under the
 //! partition's lock (the notification log, the offset below which every record is
-//! finished, the rows and journal objects since the last flush) and hands it to a task,
+//! finished, the rows and journal objects since the last flush) and hands it to a task
+//! on the flush runtime ([`super::background`], lowest CPU priority),
 //! so records keep being consumed and notifications delivered while it is written:
 //!
 //! 1. the rows since the last flush go to one new spool object — or, every

@@ -36,6 +36,7 @@
 //! fsync): that notification is sent again on replay (PagerDuty and OpsGenie fold it by
 //! dedup key / alias; a Discord webhook would show a second message).
 
+pub mod background;
 pub mod budget;
 pub mod config;
 pub mod dead_letter;

@@ -449,7 +449,7 @@ impl NotifyOperator {
             table: table.then(|| std::mem::take(&mut part.spooled)),
             journals: std::mem::take(&mut part.journals),
         };
-        part.flushing = Some(tokio::spawn(flush.run()));
+        part.flushing = Some(super::background::spawn(flush.run()));
         if all {
             self.collect(tp, true).await?;
         }
