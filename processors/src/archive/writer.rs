@@ -148,12 +148,7 @@ impl ArchiveTarget {
             .put(path, PutPayload::from(bytes))
             .await
             .map_err(retryable)?;
-        if let Some(local_root) = &self.local_root {
-            let relative = path
-                .as_ref()
-                .strip_prefix(self.root.as_ref())
-                .unwrap_or(path.as_ref());
-            let file = local_root.join(relative.trim_start_matches('/'));
+        if let Some(file) = self.local_path(path) {
             tokio::task::spawn_blocking(move || fsync_file_and_dir(&file))
                 .await
                 .map_err(retryable)?
@@ -164,15 +159,20 @@ impl ArchiveTarget {
 }
 
 impl ArchiveTarget {
+    /// The file behind `path` when the archive is local (`None` for object stores).
+    pub fn local_path(&self, path: &Path) -> Option<std::path::PathBuf> {
+        let local_root = self.local_root.as_ref()?;
+        let relative = path
+            .as_ref()
+            .strip_prefix(self.root.as_ref())
+            .unwrap_or(path.as_ref());
+        Some(local_root.join(relative.trim_start_matches('/')))
+    }
+
     /// Makes an object written through the store durable (fsyncs it and its folder for a
     /// local archive; object stores are durable once a write returns).
     pub async fn sync(&self, path: &Path) -> Result<(), OperatorError> {
-        if let Some(local_root) = &self.local_root {
-            let relative = path
-                .as_ref()
-                .strip_prefix(self.root.as_ref())
-                .unwrap_or(path.as_ref());
-            let file = local_root.join(relative.trim_start_matches('/'));
+        if let Some(file) = self.local_path(path) {
             tokio::task::spawn_blocking(move || fsync_file_and_dir(&file))
                 .await
                 .map_err(retryable)?

@@ -165,7 +165,7 @@ async fn deliver(ctx: &WorkerContext, job: Job, jitter: &mut Jitter) {
             inner.finished.push(Completion {
                 offset: job.offset,
                 rows: Vec::new(),
-                journal: None,
+                journal: Vec::new(),
             });
             return;
         }
@@ -224,7 +224,7 @@ async fn deliver(ctx: &WorkerContext, job: Job, jitter: &mut Jitter) {
         inner.finished.push(Completion {
             offset: job.offset,
             rows: entry.rows,
-            journal: None,
+            journal: Vec::new(),
         });
         return;
     }

@@ -380,6 +380,11 @@ impl NotifyOperator {
                 || !part.rows.is_empty()
                 || table;
             inner.dirty = false;
+            // The journal file in use holds entries this checkpoint covers (and only
+            // those: see the recorder): deleted after it, the recorder moves on.
+            if changed {
+                part.journals.extend(inner.journal_file.take());
+            }
             (
                 changed.then(|| part.segment(&mut inner)),
                 repeats,

@@ -281,19 +281,19 @@ mod tests {
         inner.finished.push(Completion {
             offset: Some(5),
             rows: Vec::new(),
-            journal: None,
+            journal: Vec::new(),
         });
         inner.finished.push(Completion {
             offset: Some(3),
             rows: Vec::new(),
-            journal: None,
+            journal: Vec::new(),
         });
         p.absorb(&mut inner);
         assert_eq!((p.durable(), p.in_flight()), (3, 1));
         inner.finished.push(Completion {
             offset: Some(3),
             rows: Vec::new(),
-            journal: Some(Path::from("j/1.json")),
+            journal: vec![Path::from("j/1.json")],
         });
         p.absorb(&mut inner);
         assert_eq!((p.durable(), p.in_flight()), (7, 0));

@@ -19,8 +19,9 @@ pub struct Completion {
     pub offset: Option<Offset>,
     /// Its attempts.
     pub rows: Vec<NotificationRow>,
-    /// Its journal entry, deleted once a checkpoint covers it.
-    pub journal: Option<Path>,
+    /// Journal objects done with (every entry in them applied), deleted once a
+    /// checkpoint covers this completion.
+    pub journal: Vec<Path>,
 }
 
 /// The state behind the lock.
@@ -31,6 +32,12 @@ pub struct PartInner {
     pub finished: Vec<Completion>,
     /// The log changed since the last checkpoint.
     pub dirty: bool,
+    /// The journal file the recorder appends to (append journals only): every entry in
+    /// it up to its latest batch is applied. A checkpoint snapshot takes it (to delete
+    /// once the checkpoint is written) and the recorder moves on to a new file; a batch
+    /// it wrote there meanwhile is written again to the new one (see
+    /// [`super::recorder`]).
+    pub journal_file: Option<Path>,
 }
 
 /// One partition's shared state.

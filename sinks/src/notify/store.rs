@@ -19,7 +19,10 @@
 //!   does not repeat it. Notifications that finish while a journal object is being
 //!   written share the next one (group commit: one object and one fsync for all of
 //!   them, see [`super::recorder`]). A checkpoint folds the entries in, then the objects
-//!   are deleted.
+//!   are deleted. On a local archive a journal object is a file the recorder appends to
+//!   (one write and one `fdatasync` per group commit, no file created, renamed or
+//!   deleted per commit) until a checkpoint asks it to start the next one; a crash can
+//!   leave a torn last line, which was never acknowledged and is ignored on reading.
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -159,7 +162,7 @@ impl NotifyStore {
                 Err(e) => return Err(retryable("reading the notify spool", e)),
             };
             let bytes = got.bytes().await.map_err(|e| retryable("reading", e))?;
-            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            for line in complete_lines(&bytes) {
                 rows.push(serde_json::from_slice(line).map_err(|e| {
                     NotifyError::Fatal(format!("corrupt notify spool {path}: {e}"))
                 })?);
@@ -257,18 +260,62 @@ impl NotifyStore {
         tp: &TopicPartition,
         entries: &[&JournalEntry],
     ) -> Result<Path, NotifyError> {
-        let mut body = Vec::with_capacity(entries.len() * 1024);
-        for entry in entries {
-            serde_json::to_writer(&mut body, entry)
-                .map_err(|e| NotifyError::Fatal(format!("serializing notify state: {e}")))?;
-            body.push(b'\n');
-        }
+        let body = journal_body(entries)?;
         let path = self.journal_dir(tp).join(journal_name().as_str());
         self.target
             .put_durable(&path, Bytes::from(body))
             .await
             .map_err(NotifyError::from)?;
         Ok(path)
+    }
+
+    /// Whether journals are append files (a local archive) rather than one object per
+    /// group commit (object stores, which cannot append).
+    pub fn appends(&self) -> bool {
+        self.target.local_root.is_some()
+    }
+
+    /// Appends `entries` to the partition's journal file `current` and makes them durable
+    /// (`fdatasync`); without a current file, starts a new one first (created, its folder
+    /// fsynced). Returns the file to append the next entries to. On error the file is
+    /// given up (its path is returned in the error's place for deletion after the next
+    /// checkpoint): a line half written into it must not be followed by another.
+    pub async fn append(
+        &self,
+        tp: &TopicPartition,
+        current: Option<JournalFile>,
+        entries: &[&JournalEntry],
+    ) -> Result<JournalFile, (NotifyError, Option<Path>)> {
+        let body = journal_body(entries).map_err(|e| (e, None))?;
+        let journal = match current {
+            Some(journal) => journal,
+            None => {
+                let path = self.journal_dir(tp).join(journal_name().as_str());
+                let local = self.target.local_path(&path).ok_or_else(|| {
+                    (
+                        NotifyError::Fatal("no local archive to append to".into()),
+                        None,
+                    )
+                })?;
+                JournalFile {
+                    path,
+                    local,
+                    file: None,
+                }
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut journal = journal;
+            match journal.write(&body) {
+                Ok(()) => Ok(journal),
+                Err(e) => {
+                    let created = journal.local.exists().then(|| journal.path.clone());
+                    Err((retryable("appending to the notify journal", e), created))
+                }
+            }
+        })
+        .await
+        .map_err(|e| (retryable("appending to the notify journal", e), None))?
     }
 
     /// Every journal entry of the partition, with the object it is in.
@@ -292,7 +339,7 @@ impl NotifyStore {
                 Err(e) => return Err(retryable("reading the notify journal", e)),
             };
             let bytes = got.bytes().await.map_err(|e| retryable("reading", e))?;
-            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            for line in complete_lines(&bytes) {
                 let entry = serde_json::from_slice(line).map_err(|e| {
                     NotifyError::Fatal(format!("corrupt notify journal {}: {e}", meta.location))
                 })?;
@@ -311,6 +358,59 @@ impl NotifyStore {
             }
         }
         Ok(())
+    }
+}
+
+/// Journal entries as written: one JSON document per line.
+fn journal_body(entries: &[&JournalEntry]) -> Result<Vec<u8>, NotifyError> {
+    let mut body = Vec::with_capacity(entries.len() * 1024);
+    for entry in entries {
+        serde_json::to_writer(&mut body, entry)
+            .map_err(|e| NotifyError::Fatal(format!("serializing notify state: {e}")))?;
+        body.push(b'\n');
+    }
+    Ok(body)
+}
+
+/// The non-empty lines of a journal object that end with a newline: a last line without
+/// one is an append a crash cut short, never acknowledged, and is left out.
+fn complete_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let complete = bytes
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(&bytes[..0], |end| &bytes[..end]);
+    complete.split(|b| *b == b'\n').filter(|l| !l.is_empty())
+}
+
+/// A partition's journal file on a local archive, appended to by its recorder.
+#[derive(Debug)]
+pub struct JournalFile {
+    /// The object path (what a checkpoint deletes).
+    pub path: Path,
+    local: std::path::PathBuf,
+    /// Open once the file exists.
+    file: Option<std::fs::File>,
+}
+
+impl JournalFile {
+    /// Appends `body` and syncs it (creating the file, and syncing its folder, first).
+    fn write(&mut self, body: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => {
+                let dir = self.local.parent().expect("journal files are in a folder");
+                std::fs::create_dir_all(dir)?;
+                let file = std::fs::OpenOptions::new()
+                    .create_new(true)
+                    .append(true)
+                    .open(&self.local)?;
+                std::fs::File::open(dir)?.sync_all()?;
+                self.file.insert(file)
+            }
+        };
+        file.write_all(body)?;
+        file.sync_data()
     }
 }
 

@@ -54,3 +54,13 @@ pub fn memory_store() -> super::store::NotifyStore {
         local_root: None,
     })
 }
+
+/// A store on a local archive under `dir` (journals are append files).
+pub fn local_store(dir: &std::path::Path) -> super::store::NotifyStore {
+    let root = dir.canonicalize().unwrap();
+    super::store::NotifyStore::new(mcpulse_processors::archive::ArchiveTarget {
+        store: std::sync::Arc::new(object_store::local::LocalFileSystem::new()),
+        root: object_store::path::Path::from(root.to_string_lossy().trim_start_matches('/')),
+        local_root: Some(root),
+    })
+}
