@@ -52,78 +52,84 @@ const DUCKDB_SIDE: &str = include_str!("bench_queries/duckdb_side.py");
 const TARGET_SECS: f64 = 1.0;
 const TARGET_RATIO: f64 = 1.0;
 
+/// Flags (see the module docs).
+#[derive(clap::Parser)]
+#[command(about = "The named queries over a month of history, against DuckDB on the same files")]
 struct Args {
+    /// MCP servers of the generated history.
+    #[arg(long, default_value_t = 1000)]
     servers: usize,
+    /// Days of history.
+    #[arg(long, default_value_t = 30)]
     days: u32,
+    /// Tenants the servers are spread over.
+    #[arg(long, default_value_t = 50)]
     tenants: usize,
+    /// Seed of the generated world.
+    #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Where the dataset is (default `~/.cache/mcpulse/bench-data/queries-…`).
+    #[arg(long)]
     data: Option<PathBuf>,
+    /// Use the dataset generated before instead of generating it.
+    #[arg(long)]
     reuse: bool,
-    threads: usize,
-    max_generate: Duration,
-    runs: usize,
+    /// Generator threads.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    threads: u64,
+    /// Give up generating after this many seconds.
+    #[arg(long = "max-generate-secs", default_value_t = 5400)]
+    max_generate_secs: u64,
+    /// Timed runs after the warm-up (the best is the figure).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
+    /// Run only this named query (profiling).
+    #[arg(long)]
     only: Option<String>,
-    duckdb: bool,
+    /// Leave DuckDB out.
+    #[arg(long)]
+    no_duckdb: bool,
+    /// The interpreter that has `duckdb` (default `$MCPULSE_PYTHON`, else the test venv's).
+    #[arg(long)]
     python: Option<String>,
-    compact: bool,
-    pushdown: bool,
+    /// Leave the hour layout (no day compaction).
+    #[arg(long)]
+    no_compact: bool,
+    /// Parquet filter pushdown (`query.pushdown_filters`; default as configured).
+    #[arg(long, value_parser = ["on", "off"])]
+    pushdown: Option<String>,
+    /// `query.footer_cache_mib`.
+    #[arg(long, default_value_t = QueryConfig::default().footer_cache_mib)]
     footer_cache_mib: usize,
 }
 
-fn args() -> Args {
-    let mut out = Args {
-        servers: 1000,
-        days: 30,
-        tenants: 50,
-        seed: 1,
-        data: None,
-        reuse: false,
-        threads: 2,
-        max_generate: Duration::from_secs(5400),
-        runs: 5,
-        only: None,
-        duckdb: true,
-        python: None,
-        compact: true,
-        pushdown: QueryConfig::default().pushdown_filters,
-        footer_cache_mib: QueryConfig::default().footer_cache_mib,
-    };
-    let mut it = std::env::args().skip(1);
-    let usage = "flags: --servers N --days N --tenants N --seed N --data DIR --reuse --threads N \
-                 --max-generate-secs N --runs N --only QUERY --no-duckdb --python PATH --no-compact --pushdown on|off --footer-cache-mib N";
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .unwrap_or_else(|| panic!("{flag} needs a value ({usage})"))
-        };
-        let number = |v: String| -> u64 {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{flag}: expected a number, got {v:?}"))
-        };
-        match flag.as_str() {
-            "--servers" => out.servers = number(value()) as usize,
-            "--days" => out.days = number(value()) as u32,
-            "--tenants" => out.tenants = number(value()) as usize,
-            "--seed" => out.seed = number(value()),
-            "--data" => out.data = Some(PathBuf::from(value())),
-            "--reuse" => out.reuse = true,
-            "--threads" => out.threads = number(value()).max(1) as usize,
-            "--max-generate-secs" => out.max_generate = Duration::from_secs(number(value())),
-            "--runs" => out.runs = number(value()).max(1) as usize,
-            "--only" => out.only = Some(value()),
-            "--no-duckdb" => out.duckdb = false,
-            "--python" => out.python = Some(value()),
-            "--no-compact" => out.compact = false,
-            "--pushdown" => out.pushdown = value() == "on",
-            "--footer-cache-mib" => out.footer_cache_mib = number(value()) as usize,
-            other => panic!("unknown flag {other} ({usage})"),
+impl Args {
+    fn parse_checked() -> Self {
+        let args = <Self as clap::Parser>::parse();
+        if args.tenants == 0 || args.days == 0 || args.servers < args.tenants {
+            <Self as clap::CommandFactory>::command()
+                .error(
+                    clap::error::ErrorKind::ValueValidation,
+                    "--days and --tenants must be at least 1, --servers at least --tenants",
+                )
+                .exit();
         }
+        args
     }
-    assert!(
-        out.servers >= out.tenants && out.tenants > 0 && out.days > 0,
-        "need at least one day, one tenant and a server per tenant"
-    );
-    out
+
+    fn pushdown(&self) -> bool {
+        self.pushdown
+            .as_deref()
+            .map_or(QueryConfig::default().pushdown_filters, |v| v == "on")
+    }
+
+    fn duckdb(&self) -> bool {
+        !self.no_duckdb
+    }
+
+    fn compact(&self) -> bool {
+        !self.no_compact
+    }
 }
 
 /// Day compaction of every table with the default maintenance settings, then deletion
@@ -226,7 +232,7 @@ fn engine(root: &Path, args: &Args) -> QueryEngine {
     let url = Url::from_directory_path(root).expect("an absolute path");
     let catalog = ArchiveCatalog::new(url, Arc::new(LocalFileSystem::new()));
     let config = QueryConfig {
-        pushdown_filters: args.pushdown,
+        pushdown_filters: args.pushdown(),
         footer_cache_mib: args.footer_cache_mib,
         ..QueryConfig::default()
     };
@@ -379,7 +385,7 @@ fn human_bytes(bytes: u64) -> String {
 fn main() -> anyhow::Result<()> {
     // The allocator settings of the `mcpulse` binary (freed memory kept, not re-faulted).
     mcpulse::alloc::tune();
-    let args = args();
+    let args = Args::parse_checked();
     let dir = args.data.clone().unwrap_or_else(|| {
         home().join(format!(
             ".cache/mcpulse/bench-data/queries-{}s-{}d-{}t",
@@ -404,14 +410,19 @@ fn main() -> anyhow::Result<()> {
             seed: args.seed,
             end_minute: now_minute,
         };
-        generate::generate(&dir, spec, args.threads, args.max_generate)?
+        generate::generate(
+            &dir,
+            spec,
+            args.threads as usize,
+            Duration::from_secs(args.max_generate_secs),
+        )?
     };
     let root = dir.canonicalize()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    if args.compact {
+    if args.compact() {
         eprintln!("compacting the closed days (the archive's maintenance)");
         let started = Instant::now();
         let report = rt.block_on(compact_closed_days(&root))?;
@@ -465,7 +476,7 @@ fn main() -> anyhow::Result<()> {
         queries.len()
     );
     let mcpulse = rt.block_on(run_mcpulse(&root, &tenant, &queries, &args))?;
-    let duck = if args.duckdb {
+    let duck = if args.duckdb() {
         eprintln!("running the same queries in DuckDB");
         Some(run_duckdb(&args, &root, &tenant, &queries)?)
     } else {

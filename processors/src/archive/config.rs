@@ -32,7 +32,9 @@ pub struct ArchiveConfig {
     pub zstd_level: i32,
     /// Objects of fewer rows than this are written uncompressed: a reader sets up a zstd
     /// context per column chunk, which for a few dozen rows (a tenant's day of alerts)
-    /// costs more than the bytes saved. 0 compresses every object.
+    /// costs more than the bytes saved (default 1024: a small tenant's hour of probes,
+    /// a few thousand rows, still compresses — uncompressed, a month of hour objects took
+    /// more than twice the disk). 0 compresses every object.
     pub compress_min_rows: usize,
     /// Message header naming a record's tenant (default `mcpulse-tenant`, which ingest
     /// sets from the credential). Change it when outside producers put the tenant in
@@ -78,7 +80,7 @@ impl Default for ArchiveConfig {
             flush_bytes: 16 << 20,
             row_group_rows: 131_072,
             zstd_level: 1,
-            compress_min_rows: 4096,
+            compress_min_rows: 1024,
             tenant_header: HEADER_TENANT.to_string(),
             default_tenant: None,
             maintenance: MaintenanceConfig::default(),

@@ -209,6 +209,11 @@ mod tests {
             .writer_properties(&schema, Vec::new(), 100_000)
             .unwrap();
         assert!(matches!(large.compression(&column), Compression::ZSTD(_)));
+        // A small tenant's hour of probes (20 servers, 3 regions, every minute).
+        let hour = encoder
+            .writer_properties(&schema, Vec::new(), 3600)
+            .unwrap();
+        assert!(matches!(hour.compression(&column), Compression::ZSTD(_)));
         let always = ParquetEncoder::new(
             Table::Alerts,
             ArchiveConfig {
