@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::archive::post_probes;
 use common::{ACME_TOKEN, GLOBEX_TOKEN, Mcpulse, OPERATOR_TOKEN, attr, http, now_ns, otlp_request};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{Value, json};
@@ -245,16 +246,6 @@ fn probe(server: &str, region: &str, minutes_ago: i64, failing: bool) -> Value {
         p["failure_reason"] = json!("tcp_refused");
     }
     p
-}
-
-fn post_probes(m: &Mcpulse, token: &str, probes: Vec<Value>) {
-    let response = http()
-        .post(m.url("/v1/probes"))
-        .bearer_auth(token)
-        .json(&probes)
-        .send()
-        .unwrap();
-    assert!(response.status().is_success(), "{:?}", response.text());
 }
 
 #[test]
