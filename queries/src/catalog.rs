@@ -4,6 +4,7 @@
 use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::datatypes::DataType;
+use datafusion::config::TableParquetOptions;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -21,6 +22,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use url::Url;
 
+use crate::object_cache::ObjectCache;
 use crate::visible_store::{ManifestCache, VisibleStore};
 
 /// Where the archive is and how to reach it.
@@ -35,6 +37,8 @@ pub struct ArchiveCatalog {
     /// Parquet footers and file statistics read by earlier queries (an entry is used only
     /// while the object's size and modification time are unchanged).
     footers: Arc<OnceLock<FooterCaches>>,
+    /// Small objects read whole by earlier queries (created by the first query).
+    objects: Arc<OnceLock<Arc<ObjectCache>>>,
 }
 
 /// The caches of Parquet footers and file statistics shared by a catalog's queries.
@@ -54,6 +58,7 @@ impl ArchiveCatalog {
             store,
             manifests: Arc::default(),
             footers: Arc::default(),
+            objects: Arc::default(),
         }
     }
 
@@ -74,10 +79,20 @@ impl ArchiveCatalog {
             .clone()
     }
 
+    /// The cache of small objects of this catalog's queries, `limit` bytes (created by
+    /// the first query; `None` when `limit` is 0).
+    pub fn object_cache(&self, limit: usize) -> Option<Arc<ObjectCache>> {
+        (limit > 0).then(|| {
+            self.objects
+                .get_or_init(|| Arc::new(ObjectCache::new(limit)))
+                .clone()
+        })
+    }
+
     /// Registers the store with `ctx` so listing tables can reach it. Listings go through
     /// [`VisibleStore`]: objects replaced by compaction (or a delete) are never listed
-    /// together with what replaced them.
-    pub fn register_store(&self, ctx: &SessionContext) {
+    /// together with what replaced them. Small objects are read whole through `objects`.
+    pub fn register_store(&self, ctx: &SessionContext, objects: Option<Arc<ObjectCache>>) {
         let base = Url::parse(&format!(
             "{}://{}",
             self.root.scheme(),
@@ -86,22 +101,27 @@ impl ArchiveCatalog {
         .expect("valid base URL");
         ctx.register_object_store(
             &base,
-            Arc::new(VisibleStore::with_cache(
-                self.store.clone(),
-                self.manifests.clone(),
-            )),
+            Arc::new(
+                VisibleStore::with_cache(self.store.clone(), self.manifests.clone())
+                    .with_object_cache(objects),
+            ),
         );
     }
 
     /// A listing table over every tenant's files of `table`, with `tenant`, `date` and
     /// `hour` as partition columns (so filters on them prune folders).
-    pub fn listing_table(&self, table: Table) -> Result<Arc<ListingTable>> {
+    pub fn listing_table(
+        &self,
+        table: Table,
+        parquet: TableParquetOptions,
+        statistics: Option<Arc<FileStatisticsCache>>,
+    ) -> Result<Arc<ListingTable>> {
         let url = ListingTableUrl::parse(
             self.root
                 .join(&format!("{}/", table.name()))
                 .expect("valid table URL"),
         )?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default().with_options(parquet)))
             .with_file_extension(".parquet")
             .with_table_partition_cols(
                 PARTITION_COLUMNS
@@ -112,6 +132,8 @@ impl ArchiveCatalog {
         let config = ListingTableConfig::new(url)
             .with_listing_options(options)
             .with_schema(table.schema());
-        Ok(Arc::new(ListingTable::try_new(config)?))
+        Ok(Arc::new(
+            ListingTable::try_new(config)?.with_cache(statistics),
+        ))
     }
 }

@@ -19,6 +19,11 @@ pub struct QueryConfig {
     /// Archive objects never change under one name and size, so a footer read once is
     /// not read again; a month of closed days for 50 tenants is about 8,000 objects.
     pub footer_cache_mib: usize,
+    /// Small archive objects (at most 1/64 of this and 256 KiB each: the `alerts`,
+    /// `drift` and `notifications` objects of a tenant's day) kept whole in memory between
+    /// queries, in MiB (0: none). A month-wide query over the small tables opens thousands
+    /// of such objects; kept, they are read without a file open or a read. Oldest out first.
+    pub object_cache_mib: usize,
     /// Evaluate filters while decoding Parquet (DataFusion's `pushdown_filters` and
     /// `reorder_filters`): the other columns are decoded only for rows that pass, e.g.
     /// the quarter of `signals` rows a `source = 'spans'` filter keeps. Off by default:
@@ -36,6 +41,7 @@ impl Default for QueryConfig {
             timeout: Duration::from_secs(60),
             target_partitions: 2,
             footer_cache_mib: 256,
+            object_cache_mib: 256,
             pushdown_filters: false,
             pg_listen: None,
         }

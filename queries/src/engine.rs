@@ -8,6 +8,7 @@ use std::time::Duration;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ParamValues;
+use datafusion::config::TableParquetOptions;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
@@ -152,6 +153,16 @@ impl Request {
     }
 }
 
+/// Whether scans of `table` prune inside its objects (row groups, pages and whole objects
+/// by their statistics). Not for the small tables (`drift`, `alerts`, `notifications`):
+/// their objects hold tens of rows each (a tenant's day), so building and evaluating a
+/// pruning predicate per object costs more than reading the rows, and a month-wide query
+/// opens thousands. Their folders are still pruned by tenant and time; the filters run on
+/// the rows.
+fn prunes_objects(table: Table) -> bool {
+    matches!(table, Table::Spans | Table::Probes | Table::Signals)
+}
+
 /// Adds to every session of an engine (e.g. the PostgreSQL compatibility functions and
 /// `pg_catalog` of the pgwire endpoint).
 pub type SessionExtension =
@@ -206,6 +217,20 @@ impl QueryEngine {
             .map_err(QueryError::from_datafusion)
     }
 
+    /// How `table`'s Parquet objects are read: filter pushdown as configured, no bloom
+    /// filters (the archive writes none, and looking for them per row group costs more
+    /// than the rest of a small object's pruning), and no page index for the small tables
+    /// (an object of tens of rows has one page per column).
+    fn parquet_options(&self, table: Table) -> TableParquetOptions {
+        let mut options = TableParquetOptions::default();
+        let parquet = &mut options.global;
+        parquet.pushdown_filters = self.config.pushdown_filters;
+        parquet.reorder_filters = self.config.pushdown_filters;
+        parquet.bloom_filter_on_read = false;
+        parquet.enable_page_index = prunes_objects(table);
+        options
+    }
+
     pub fn config(&self) -> &QueryConfig {
         &self.config
     }
@@ -217,12 +242,9 @@ impl QueryEngine {
     /// (`information_schema.tables`, what Grafana lists) show the same six tables to
     /// everyone and nothing of how they are built.
     pub fn context(&self, scope: &Scope) -> Result<SessionContext, QueryError> {
-        let mut config = SessionConfig::new()
+        let config = SessionConfig::new()
             .with_target_partitions(self.config.target_partitions.max(1))
             .with_information_schema(true);
-        let parquet = &mut config.options_mut().execution.parquet;
-        parquet.pushdown_filters = self.config.pushdown_filters;
-        parquet.reorder_filters = self.config.pushdown_filters;
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(self.runtime_env()?)
@@ -231,13 +253,21 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_state(state);
         crate::hdr::register(&ctx);
         crate::named_table::register(&ctx);
-        self.catalog.register_store(&ctx);
+        self.catalog.register_store(
+            &ctx,
+            self.catalog
+                .object_cache(self.config.object_cache_mib.saturating_mul(1 << 20)),
+        );
+        let statistics = ctx.runtime_env().cache_manager.get_file_statistic_cache();
         for table in Table::ALL {
             let listing = self
                 .catalog
-                .listing_table(table)
+                .listing_table(table, self.parquet_options(table), statistics.clone())
                 .map_err(QueryError::from_datafusion)?;
-            let listing = Arc::new(TimePrunedTable::new(listing, table.time_column()));
+            let listing = Arc::new(
+                TimePrunedTable::new(listing, table.time_column())
+                    .with_object_pruning(prunes_objects(table)),
+            );
             let provider = match scope {
                 Scope::All => listing as Arc<dyn datafusion::catalog::TableProvider>,
                 Scope::Tenant(tenant) => {

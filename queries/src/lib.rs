@@ -10,9 +10,11 @@ pub mod hdr;
 pub mod http;
 pub mod named;
 pub mod named_table;
+pub mod object_cache;
 pub mod pg;
 pub mod tenant_table;
 pub mod time_pruning;
+pub mod unpruned_scan;
 pub mod visible_store;
 
 pub use catalog::ArchiveCatalog;

@@ -24,16 +24,31 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{col, lit};
 use mcpulse_schemas::folder_manifest::DAY_HOUR;
 
+use crate::unpruned_scan::UnprunedScan;
+
 /// A listing table whose scans also prune `date`/`hour` folders from time bounds.
 #[derive(Debug)]
 pub struct TimePrunedTable {
     inner: Arc<ListingTable>,
     time_column: &'static str,
+    object_pruning: bool,
 }
 
 impl TimePrunedTable {
     pub fn new(inner: Arc<ListingTable>, time_column: &'static str) -> Self {
-        Self { inner, time_column }
+        Self {
+            inner,
+            time_column,
+            object_pruning: true,
+        }
+    }
+
+    /// Whether filters reach the Parquet scan (to prune objects, row groups and pages by
+    /// their statistics). Off, the scan is an [`UnprunedScan`]: folders are still pruned
+    /// at listing, and the filters are applied to the rows read.
+    pub fn with_object_pruning(mut self, on: bool) -> Self {
+        self.object_pruning = on;
+        self
     }
 
     fn bounds(&self, filter: &Expr) -> Vec<Expr> {
@@ -79,7 +94,22 @@ impl TableProvider for TimePrunedTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let mut all = filters.to_vec();
         all.extend(filters.iter().flat_map(|f| self.bounds(f)));
-        self.inner.scan(state, projection, &all, limit).await
+        if self.object_pruning {
+            return self.inner.scan(state, projection, &all, limit).await;
+        }
+        // Only what the listing applies exactly (predicates on the folder columns); the
+        // others stay in the `FilterExec` above.
+        let refs: Vec<&Expr> = all.iter().collect();
+        let exact: Vec<Expr> = self
+            .inner
+            .supports_filters_pushdown(&refs)?
+            .into_iter()
+            .zip(&all)
+            .filter(|(support, _)| *support == TableProviderFilterPushDown::Exact)
+            .map(|(_, filter)| filter.clone())
+            .collect();
+        let scan = self.inner.scan(state, projection, &exact, limit).await?;
+        Ok(Arc::new(UnprunedScan::new(scan)))
     }
 }
 

@@ -24,9 +24,12 @@ use futures::{StreamExt, TryStreamExt};
 use mcpulse_schemas::folder_manifest::{self, FolderManifest};
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+    Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult, RenameOptions, Result,
 };
+
+use crate::object_cache::{ObjectCache, slice_ranges};
 
 /// Folders whose manifests are read at the same time.
 const CONCURRENCY: usize = 16;
@@ -64,6 +67,10 @@ pub struct VisibleStore {
     manifests: Arc<ManifestCache>,
     /// Day folder listings taken by this store (a store serves one query).
     days: Arc<DayListings>,
+    /// Small objects kept whole between queries, if on.
+    objects: Option<Arc<ObjectCache>>,
+    /// The objects this store's listings showed that `objects` may keep, as listed.
+    cacheable: Arc<Mutex<HashMap<Path, ObjectMeta>>>,
 }
 
 impl VisibleStore {
@@ -77,6 +84,59 @@ impl VisibleStore {
             inner,
             manifests,
             days: Arc::default(),
+            objects: None,
+            cacheable: Arc::default(),
+        }
+    }
+
+    /// The same store, reading the small objects its listings show through `objects`.
+    pub fn with_object_cache(mut self, objects: Option<Arc<ObjectCache>>) -> Self {
+        self.objects = objects;
+        self
+    }
+
+    /// The whole of `location` from the object cache (read and kept on a miss), when a
+    /// listing of this store showed it and it is small; `None` to read it from the store.
+    async fn cached_whole(&self, location: &Path) -> Result<Option<Bytes>> {
+        let Some(objects) = &self.objects else {
+            return Ok(None);
+        };
+        let Some(meta) = self
+            .cacheable
+            .lock()
+            .expect("not poisoned")
+            .get(location)
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        if let Some(bytes) = objects.get(&meta) {
+            return Ok(Some(bytes));
+        }
+        let got = self.inner.get(location).await?;
+        if got.meta.size != meta.size || got.meta.last_modified != meta.last_modified {
+            // Not the object the listing showed (never expected: objects are immutable).
+            return Ok(None);
+        }
+        let bytes = got.bytes().await?;
+        objects.put(&meta, bytes.clone());
+        Ok((bytes.len() as u64 == meta.size).then_some(bytes))
+    }
+}
+
+/// Notes the objects of a listing that `objects` may keep.
+fn note_cacheable(
+    objects: Option<&ObjectCache>,
+    cacheable: &Mutex<HashMap<Path, ObjectMeta>>,
+    listed: &[ObjectMeta],
+) {
+    let Some(objects) = objects else {
+        return;
+    };
+    let mut cacheable = cacheable.lock().expect("not poisoned");
+    for meta in listed {
+        if objects.admits(meta) && meta.location.as_ref().ends_with(".parquet") {
+            cacheable.insert(meta.location.clone(), meta.clone());
         }
     }
 }
@@ -363,10 +423,48 @@ impl ObjectStore for VisibleStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let plain = options.if_match.is_none()
+            && options.if_none_match.is_none()
+            && options.if_modified_since.is_none()
+            && options.if_unmodified_since.is_none()
+            && options.version.is_none()
+            && !options.head;
+        if plain && let Some(whole) = self.cached_whole(location).await? {
+            let len = whole.len() as u64;
+            let range = match &options.range {
+                Some(range) => range.as_range(len).ok(),
+                None => Some(0..len),
+            };
+            if let Some(range) = range
+                && let Some(mut parts) = slice_ranges(&whole, std::slice::from_ref(&range))
+            {
+                let meta = self
+                    .cacheable
+                    .lock()
+                    .expect("not poisoned")
+                    .get(location)
+                    .cloned()
+                    .expect("cached_whole found it");
+                let part = parts.pop().expect("one range");
+                return Ok(GetResult {
+                    payload: GetResultPayload::Stream(
+                        futures::stream::once(async move { Ok(part) }).boxed(),
+                    ),
+                    meta,
+                    range,
+                    attributes: Attributes::default(),
+                });
+            }
+        }
         self.inner.get_opts(location, options).await
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        if let Some(whole) = self.cached_whole(location).await?
+            && let Some(parts) = slice_ranges(&whole, ranges)
+        {
+            return Ok(parts);
+        }
         self.inner.get_ranges(location, ranges).await
     }
 
@@ -381,11 +479,15 @@ impl ObjectStore for VisibleStore {
         let store = self.inner.clone();
         let cache = self.manifests.clone();
         let days = self.days.clone();
+        let objects = self.objects.clone();
+        let cacheable = self.cacheable.clone();
         let recursive = prefix.cloned().unwrap_or_default();
         let listing = self.inner.list(prefix);
         futures::stream::once(async move {
             let listed: Vec<ObjectMeta> = listing.try_collect().await?;
-            filter_listing(store, cache, days, listed, Some(recursive)).await
+            let visible = filter_listing(store, cache, days, listed, Some(recursive)).await?;
+            note_cacheable(objects.as_deref(), &cacheable, &visible);
+            Ok::<_, object_store::Error>(visible)
         })
         .map_ok(|metas| futures::stream::iter(metas.into_iter().map(Ok)))
         .try_flatten()
@@ -403,6 +505,7 @@ impl ObjectStore for VisibleStore {
             None,
         )
         .await?;
+        note_cacheable(self.objects.as_deref(), &self.cacheable, &result.objects);
         Ok(result)
     }
 

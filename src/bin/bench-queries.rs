@@ -101,6 +101,9 @@ struct Args {
     /// `query.footer_cache_mib`.
     #[arg(long, default_value_t = QueryConfig::default().footer_cache_mib)]
     footer_cache_mib: usize,
+    /// `query.object_cache_mib` (small objects kept whole in memory).
+    #[arg(long, default_value_t = QueryConfig::default().object_cache_mib)]
+    object_cache_mib: usize,
 }
 
 impl Args {
@@ -234,6 +237,7 @@ fn engine(root: &Path, args: &Args) -> QueryEngine {
     let config = QueryConfig {
         pushdown_filters: args.pushdown(),
         footer_cache_mib: args.footer_cache_mib,
+        object_cache_mib: args.object_cache_mib,
         ..QueryConfig::default()
     };
     QueryEngine::new(catalog, config)
