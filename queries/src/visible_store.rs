@@ -5,8 +5,9 @@
 //!
 //! Everything but listing is passed through. A listing is taken whole, grouped by folder;
 //! for each folder whose listing shows a manifest, the latest one is read and applied,
-//! and live objects the listing missed are looked up. DataFusion lists a table once per
-//! query (and caches it for that query), so each query sees one consistent state.
+//! and live objects the listing missed are looked up. A store serves one query and keeps
+//! each recursive listing it took, so every scan of the query (two CTEs over one table, a
+//! self-join) sees one consistent state, listed once.
 //!
 //! A manifest object is created once and never rewritten, so the manifests read are kept
 //! (in a [`ManifestCache`] the catalog shares between queries): a query over a month of
@@ -71,7 +72,13 @@ pub struct VisibleStore {
     objects: Option<Arc<ObjectCache>>,
     /// The objects this store's listings showed that `objects` may keep, as listed.
     cacheable: Arc<Mutex<HashMap<Path, ObjectMeta>>>,
+    /// Recursive listings taken by this store, by prefix: every scan of one query (a
+    /// self-join, two CTEs over one table) sees the same objects, listed once.
+    listings: Arc<Mutex<HashMap<Option<Path>, Listing>>>,
 }
+
+/// A recursive listing, taken once.
+type Listing = Arc<tokio::sync::OnceCell<Arc<Vec<ObjectMeta>>>>;
 
 impl VisibleStore {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
@@ -86,6 +93,7 @@ impl VisibleStore {
             days: Arc::default(),
             objects: None,
             cacheable: Arc::default(),
+            listings: Arc::default(),
         }
     }
 
@@ -476,20 +484,35 @@ impl ObjectStore for VisibleStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let listing = self
+            .listings
+            .lock()
+            .expect("not poisoned")
+            .entry(prefix.cloned())
+            .or_default()
+            .clone();
         let store = self.inner.clone();
         let cache = self.manifests.clone();
         let days = self.days.clone();
         let objects = self.objects.clone();
         let cacheable = self.cacheable.clone();
-        let recursive = prefix.cloned().unwrap_or_default();
-        let listing = self.inner.list(prefix);
+        let prefix = prefix.cloned();
         futures::stream::once(async move {
-            let listed: Vec<ObjectMeta> = listing.try_collect().await?;
-            let visible = filter_listing(store, cache, days, listed, Some(recursive)).await?;
-            note_cacheable(objects.as_deref(), &cacheable, &visible);
-            Ok::<_, object_store::Error>(visible)
+            let visible = listing
+                .get_or_try_init(|| async move {
+                    let listed: Vec<ObjectMeta> = store.list(prefix.as_ref()).try_collect().await?;
+                    let recursive = prefix.unwrap_or_default();
+                    let visible =
+                        filter_listing(store, cache, days, listed, Some(recursive)).await?;
+                    note_cacheable(objects.as_deref(), &cacheable, &visible);
+                    Ok::<_, object_store::Error>(Arc::new(visible))
+                })
+                .await?
+                .clone();
+            Ok::<_, object_store::Error>(futures::stream::iter(
+                (0..visible.len()).map(move |i| Ok(visible[i].clone())),
+            ))
         })
-        .map_ok(|metas| futures::stream::iter(metas.into_iter().map(Ok)))
         .try_flatten()
         .boxed()
     }
@@ -585,6 +608,8 @@ mod tests {
             )
             .await
             .unwrap();
+        // A later query (a store of its own) follows the manifest.
+        let store = VisibleStore::new(inner.clone());
         let listed = names(&store, "t/probes").await;
         assert_eq!(
             listed,
@@ -712,10 +737,20 @@ mod tests {
                 .filter(|n| n.ends_with(".parquet"))
                 .collect()
         };
+        // Its listings are one snapshot: the same objects again, not the day objects and
+        // not the object written since.
         assert_eq!(
             parquet(names(&before, "t/probes").await),
             [
                 format!("{date}/hour=00/p-0-1.parquet"),
+                format!("{date}/hour=05/p-2-3.parquet"),
+            ]
+        );
+        // A listing of a narrower prefix is taken afresh, still against the day folder's
+        // listing `before` took: the hour objects (with the late one), never the day's.
+        assert_eq!(
+            parquet(names(&before, &format!("{date}/hour=05")).await),
+            [
                 format!("{date}/hour=05/p-2-3.parquet"),
                 format!("{date}/hour=05/p-4-5.parquet"),
             ]
