@@ -36,8 +36,9 @@ const MAX_BATCH_RECORDS: usize = 1024;
 /// Most payload bytes one `poll` returns (a batch always holds at least one record).
 const MAX_BATCH_BYTES: usize = 16 << 20;
 
-/// How many times a commit refused with REBALANCE_IN_PROGRESS is retried (100 ms apart).
-const COMMIT_REBALANCE_RETRIES: u32 = 20;
+/// How long a commit refused with REBALANCE_IN_PROGRESS is retried (100 ms apart). On a
+/// loaded 2-core CI machine the mock cluster's join-to-sync window outlasted 2 s.
+const COMMIT_REBALANCE_WAIT: Duration = Duration::from_secs(10);
 
 type Reply<T> = oneshot::Sender<Result<T, BusError>>;
 
@@ -330,10 +331,11 @@ fn commit(
     // A commit that meets the group between the join and sync of a rebalance is refused
     // with REBALANCE_IN_PROGRESS; that window closes without this member, so retry briefly.
     let mut attempts = 0;
+    let deadline = Instant::now() + COMMIT_REBALANCE_WAIT;
     loop {
         match consumer.commit(&tpl, CommitMode::Sync) {
             Err(e)
-                if attempts < COMMIT_REBALANCE_RETRIES
+                if Instant::now() < deadline
                     && e.rdkafka_error_code() == Some(RDKafkaErrorCode::RebalanceInProgress) =>
             {
                 attempts += 1;
