@@ -103,9 +103,10 @@ impl VisibleStore {
         self
     }
 
-    /// The whole of `location` from the object cache (read and kept on a miss), when a
-    /// listing of this store showed it and it is small; `None` to read it from the store.
-    async fn cached_whole(&self, location: &Path) -> Result<Option<Bytes>> {
+    /// The whole of `location` (and the object as listed) from the object cache, read and
+    /// kept on a miss, when a listing of this store showed it and it is small; `None` to
+    /// read it from the store.
+    async fn cached_whole(&self, location: &Path) -> Result<Option<(ObjectMeta, Bytes)>> {
         let Some(objects) = &self.objects else {
             return Ok(None);
         };
@@ -119,7 +120,7 @@ impl VisibleStore {
             return Ok(None);
         };
         if let Some(bytes) = objects.get(&meta) {
-            return Ok(Some(bytes));
+            return Ok(Some((meta, bytes)));
         }
         let got = self.inner.get(location).await?;
         if got.meta.size != meta.size || got.meta.last_modified != meta.last_modified {
@@ -128,7 +129,7 @@ impl VisibleStore {
         }
         let bytes = got.bytes().await?;
         objects.put(&meta, bytes.clone());
-        Ok((bytes.len() as u64 == meta.size).then_some(bytes))
+        Ok((bytes.len() as u64 == meta.size).then_some((meta, bytes)))
     }
 }
 
@@ -437,7 +438,7 @@ impl ObjectStore for VisibleStore {
             && options.if_unmodified_since.is_none()
             && options.version.is_none()
             && !options.head;
-        if plain && let Some(whole) = self.cached_whole(location).await? {
+        if plain && let Some((meta, whole)) = self.cached_whole(location).await? {
             let len = whole.len() as u64;
             let range = match &options.range {
                 Some(range) => range.as_range(len).ok(),
@@ -446,13 +447,6 @@ impl ObjectStore for VisibleStore {
             if let Some(range) = range
                 && let Some(mut parts) = slice_ranges(&whole, std::slice::from_ref(&range))
             {
-                let meta = self
-                    .cacheable
-                    .lock()
-                    .expect("not poisoned")
-                    .get(location)
-                    .cloned()
-                    .expect("cached_whole found it");
                 let part = parts.pop().expect("one range");
                 return Ok(GetResult {
                     payload: GetResultPayload::Stream(
@@ -468,7 +462,7 @@ impl ObjectStore for VisibleStore {
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        if let Some(whole) = self.cached_whole(location).await?
+        if let Some((_, whole)) = self.cached_whole(location).await?
             && let Some(parts) = slice_ranges(&whole, ranges)
         {
             return Ok(parts);
