@@ -153,6 +153,10 @@ pub(crate) struct Member {
     pub seen: Vec<(TopicPartition, Offset)>,
     /// How many `Revoked` events it got.
     pub revoked: usize,
+    /// Revoked partitions whose commit the group refused (retryably: it had already moved
+    /// on to a newer generation), with the offset processed up to. Their new owner may
+    /// read the records below that offset again; nothing else may be read twice.
+    pub refused: Vec<(TopicPartition, Offset)>,
 }
 
 impl Member {
@@ -164,6 +168,7 @@ impl Member {
             processed: BTreeMap::new(),
             seen: Vec::new(),
             revoked: 0,
+            refused: Vec::new(),
         }
     }
 
@@ -184,10 +189,11 @@ impl Member {
                     .iter()
                     .filter_map(|tp| self.processed.get(tp).map(|&o| (tp.clone(), o)))
                     .collect();
-                self.consumer
-                    .commit(&offsets)
-                    .await
-                    .expect("commit of revoked partitions");
+                match self.consumer.commit(&offsets).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_retryable() => self.refused.extend(offsets),
+                    Err(e) => panic!("{}: commit of revoked partitions: {e:?}", self.name),
+                }
                 for tp in &partitions {
                     assert!(
                         self.assigned.remove(tp),
@@ -226,6 +232,31 @@ impl Member {
             .map(|(tp, &o)| (tp.clone(), o))
             .collect();
         self.consumer.commit(&offsets).await.expect("commit");
+    }
+}
+
+/// How many distinct records `seen` holds.
+pub(crate) fn distinct(seen: &[(TopicPartition, Offset)]) -> usize {
+    seen.iter().collect::<BTreeSet<_>>().len()
+}
+
+/// Asserts every record in `seen` was read once, except records below the offset of a
+/// refused revoke commit (`refused`), which the partition's next owner may read again.
+pub(crate) fn assert_read_once(
+    seen: &[(TopicPartition, Offset)],
+    refused: &[(TopicPartition, Offset)],
+) {
+    let mut reads: BTreeMap<&(TopicPartition, Offset), usize> = BTreeMap::new();
+    for record in seen {
+        *reads.entry(record).or_default() += 1;
+    }
+    for ((tp, offset), n) in reads {
+        if n > 1 {
+            assert!(
+                refused.iter().any(|(r, upto)| r == tp && offset < upto),
+                "{tp} offset {offset} was consumed {n} times without a refused commit to explain it"
+            );
+        }
     }
 }
 
