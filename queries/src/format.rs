@@ -3,7 +3,10 @@
 //! large result can be streamed.
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::json::{ArrayWriter, LineDelimitedWriter};
@@ -115,10 +118,13 @@ pub struct Encoder {
 
 enum State {
     Table(Vec<RecordBatch>),
-    Csv { header_written: bool },
+    Csv {
+        header_written: bool,
+    },
     Json(ArrayWriter<Vec<u8>>, bool),
     Ndjson,
-    Arrow(StreamWriter<Vec<u8>>),
+    /// The writer and the schema it was opened with (views as plain strings and bytes).
+    Arrow(StreamWriter<Vec<u8>>, SchemaRef),
 }
 
 impl Encoder {
@@ -130,7 +136,10 @@ impl Encoder {
             },
             OutputFormat::Json => State::Json(ArrayWriter::new(Vec::new()), false),
             OutputFormat::Ndjson => State::Ndjson,
-            OutputFormat::Arrow => State::Arrow(StreamWriter::try_new(Vec::new(), &schema)?),
+            OutputFormat::Arrow => {
+                let wire = without_views(&schema);
+                State::Arrow(StreamWriter::try_new(Vec::new(), &wire)?, wire)
+            }
         };
         Ok(Self { schema, state })
     }
@@ -165,8 +174,18 @@ impl Encoder {
                 writer.finish()?;
                 Ok(writer.into_inner())
             }
-            State::Arrow(writer) => {
-                writer.write(batch)?;
+            State::Arrow(writer, wire) => {
+                if batch.schema_ref() == wire {
+                    writer.write(batch)?;
+                } else {
+                    let columns = batch
+                        .columns()
+                        .iter()
+                        .zip(wire.fields())
+                        .map(|(column, field)| cast(column, field.data_type()))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    writer.write(&RecordBatch::try_new(wire.clone(), columns)?)?;
+                }
                 Ok(std::mem::take(writer.get_mut()))
             }
         }
@@ -205,12 +224,35 @@ impl Encoder {
                 Ok(out)
             }
             State::Ndjson => Ok(Vec::new()),
-            State::Arrow(mut writer) => {
+            State::Arrow(mut writer, _) => {
                 writer.finish()?;
                 Ok(std::mem::take(writer.get_mut()))
             }
         }
     }
+}
+
+/// `schema` with top-level string and binary views as plain `Utf8` and `Binary`: the
+/// tables are read as views (faster grouping), but Arrow IPC readers older than the view
+/// types (pyarrow before 16, most JDBC/ODBC bridges) cannot decode them.
+fn without_views(schema: &SchemaRef) -> SchemaRef {
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Utf8View | DataType::BinaryView))
+    {
+        return schema.clone();
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
+            DataType::BinaryView => f.as_ref().clone().with_data_type(DataType::Binary),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 #[cfg(test)]
@@ -266,6 +308,40 @@ mod tests {
         assert_eq!(reader.schema(), schema);
         let back: usize = reader.map(|b| b.unwrap().num_rows()).sum();
         assert_eq!(back, 5);
+    }
+
+    #[test]
+    fn arrow_output_carries_views_as_plain_strings() {
+        use datafusion::arrow::array::{Array, StringViewArray};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("server", DataType::Utf8View, true),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringViewArray::from(vec![
+                    Some("weather"),
+                    None,
+                    Some("a-server-name-longer-than-twelve-bytes"),
+                ])),
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+            ],
+        )
+        .unwrap();
+        let arrow = OutputFormat::Arrow.render(&schema, &[batch]).unwrap();
+        let mut reader = StreamReader::try_new(std::io::Cursor::new(arrow), None).unwrap();
+        assert_eq!(reader.schema().field(0).data_type(), &DataType::Utf8);
+        let back = reader.next().unwrap().unwrap();
+        let servers = back
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(servers.value(0), "weather");
+        assert!(servers.is_null(1));
+        assert_eq!(servers.value(2), "a-server-name-longer-than-twelve-bytes");
+        assert!(reader.next().is_none());
     }
 
     #[test]
