@@ -138,8 +138,8 @@ impl ArchiveCatalog {
     }
 }
 
-/// The schema a table is read with: its archive schema with top-level strings read as
-/// `Utf8View`. Parquet's dictionary-encoded string pages then decode into views of the
+/// The schema a table is read with: its archive schema with top-level strings and bytes
+/// read as `Utf8View` and `BinaryView` (`latency_hist` blobs are then not copied). Parquet's dictionary-encoded string pages then decode into views of the
 /// dictionary (no copy of each row's bytes), and grouping and comparing short strings
 /// (server, region, tool: at most 12 bytes inline) compares 16-byte views instead of
 /// byte ranges.
@@ -150,6 +150,9 @@ pub(crate) fn read_schema(schema: &SchemaRef) -> SchemaRef {
         .map(|field| match field.data_type() {
             DataType::Utf8 | DataType::LargeUtf8 => {
                 Arc::new(field.as_ref().clone().with_data_type(DataType::Utf8View))
+            }
+            DataType::Binary | DataType::LargeBinary => {
+                Arc::new(field.as_ref().clone().with_data_type(DataType::BinaryView))
             }
             _ => field.clone(),
         })
@@ -162,7 +165,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tables_read_top_level_strings_as_views() {
+    fn tables_read_top_level_strings_and_bytes_as_views() {
         for table in Table::ALL {
             let archived = table.schema();
             let read = read_schema(&archived);
@@ -172,6 +175,7 @@ mod tests {
                 assert_eq!(a.is_nullable(), r.is_nullable());
                 match a.data_type() {
                     DataType::Utf8 => assert_eq!(r.data_type(), &DataType::Utf8View),
+                    DataType::Binary => assert_eq!(r.data_type(), &DataType::BinaryView),
                     other => assert_eq!(r.data_type(), other, "{}", a.name()),
                 }
             }
