@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::config::TableParquetOptions;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -23,6 +23,7 @@ use object_store::path::Path;
 use url::Url;
 
 use crate::object_cache::ObjectCache;
+use crate::view_types::as_views;
 use crate::visible_store::{ManifestCache, VisibleStore};
 
 /// Where the archive is and how to reach it.
@@ -131,63 +132,9 @@ impl ArchiveCatalog {
             );
         let config = ListingTableConfig::new(url)
             .with_listing_options(options)
-            .with_schema(read_schema(&table.schema()));
+            .with_schema(as_views(&table.schema()));
         Ok(Arc::new(
             ListingTable::try_new(config)?.with_cache(statistics),
         ))
-    }
-}
-
-/// The schema a table is read with: its archive schema with top-level strings and bytes
-/// read as `Utf8View` and `BinaryView` (`latency_hist` blobs are then not copied). Parquet's dictionary-encoded string pages then decode into views of the
-/// dictionary (no copy of each row's bytes), and grouping and comparing short strings
-/// (server, region, tool: at most 12 bytes inline) compares 16-byte views instead of
-/// byte ranges.
-pub(crate) fn read_schema(schema: &SchemaRef) -> SchemaRef {
-    let fields: Vec<FieldRef> = schema
-        .fields()
-        .iter()
-        .map(|field| match field.data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 => {
-                Arc::new(field.as_ref().clone().with_data_type(DataType::Utf8View))
-            }
-            DataType::Binary | DataType::LargeBinary => {
-                Arc::new(field.as_ref().clone().with_data_type(DataType::BinaryView))
-            }
-            _ => field.clone(),
-        })
-        .collect();
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_read_top_level_strings_and_bytes_as_views() {
-        for table in Table::ALL {
-            let archived = table.schema();
-            let read = read_schema(&archived);
-            assert_eq!(read.fields().len(), archived.fields().len());
-            for (a, r) in archived.fields().iter().zip(read.fields()) {
-                assert_eq!(a.name(), r.name());
-                assert_eq!(a.is_nullable(), r.is_nullable());
-                match a.data_type() {
-                    DataType::Utf8 => assert_eq!(r.data_type(), &DataType::Utf8View),
-                    DataType::Binary => assert_eq!(r.data_type(), &DataType::BinaryView),
-                    other => assert_eq!(r.data_type(), other, "{}", a.name()),
-                }
-            }
-        }
-        let probes = read_schema(&Table::Probes.schema());
-        assert_eq!(
-            probes.field_with_name("server").unwrap().data_type(),
-            &DataType::Utf8View
-        );
-        assert!(matches!(
-            probes.field_with_name("labels").unwrap().data_type(),
-            DataType::Map(..)
-        ));
     }
 }

@@ -3,14 +3,14 @@
 //! large result can be streamed.
 
 use datafusion::arrow::array::RecordBatch;
-use std::sync::Arc;
-
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::json::{ArrayWriter, LineDelimitedWriter};
 use serde::Deserialize;
+
+use crate::view_types::without_views;
 
 /// Output formats of `mcpulse query` and the HTTP endpoint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -230,29 +230,6 @@ impl Encoder {
             }
         }
     }
-}
-
-/// `schema` with top-level string and binary views as plain `Utf8` and `Binary`: the
-/// tables are read as views (faster grouping), but Arrow IPC readers older than the view
-/// types (pyarrow before 16, most JDBC/ODBC bridges) cannot decode them.
-fn without_views(schema: &SchemaRef) -> SchemaRef {
-    if !schema
-        .fields()
-        .iter()
-        .any(|f| matches!(f.data_type(), DataType::Utf8View | DataType::BinaryView))
-    {
-        return schema.clone();
-    }
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
-            DataType::BinaryView => f.as_ref().clone().with_data_type(DataType::Binary),
-            _ => f.as_ref().clone(),
-        })
-        .collect();
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 #[cfg(test)]

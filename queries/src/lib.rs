@@ -15,6 +15,7 @@ pub mod pg;
 pub mod tenant_table;
 pub mod time_pruning;
 pub mod unpruned_scan;
+mod view_types;
 pub mod visible_store;
 
 pub use catalog::ArchiveCatalog;
