@@ -165,7 +165,7 @@ where
         |m| {
             m[0].assigned.len() == 2
                 && m[1].assigned.len() == 2
-                && distinct(&[m[0].seen.clone(), m[1].seen.clone()].concat()) == 64
+                && distinct(m[0].seen.iter().chain(&m[1].seen)) == 64
         },
     )
     .await;
@@ -200,10 +200,7 @@ where
     drive(
         &mut [&mut a],
         "a owns all 4 partitions again and read 80",
-        |m| {
-            m[0].assigned.len() == 4
-                && distinct(&[m[0].seen.clone(), b_seen.clone()].concat()) == 80
-        },
+        |m| m[0].assigned.len() == 4 && distinct(m[0].seen.iter().chain(&b_seen)) == 80,
     )
     .await;
     a.commit_processed().await;

@@ -236,8 +236,8 @@ impl Member {
 }
 
 /// How many distinct records `seen` holds.
-pub(crate) fn distinct(seen: &[(TopicPartition, Offset)]) -> usize {
-    seen.iter().collect::<BTreeSet<_>>().len()
+pub(crate) fn distinct<'a>(seen: impl IntoIterator<Item = &'a (TopicPartition, Offset)>) -> usize {
+    seen.into_iter().collect::<BTreeSet<_>>().len()
 }
 
 /// Asserts every record in `seen` was read once, except records below the offset of a

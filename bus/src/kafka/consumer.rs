@@ -36,8 +36,10 @@ const MAX_BATCH_RECORDS: usize = 1024;
 /// Most payload bytes one `poll` returns (a batch always holds at least one record).
 const MAX_BATCH_BYTES: usize = 16 << 20;
 
-/// How long a commit refused with REBALANCE_IN_PROGRESS is retried (100 ms apart). On a
-/// loaded 2-core CI machine the mock cluster's join-to-sync window outlasted 2 s.
+/// How long a commit refused with REBALANCE_IN_PROGRESS is retried (100 ms apart). A
+/// broker refuses commits while the group syncs; librdkafka's mock cluster refuses them
+/// for its whole join phase (up to the session timeout), and when that phase ends with
+/// a new generation the commit fails with ILLEGAL_GENERATION, which is not retried here.
 const COMMIT_REBALANCE_WAIT: Duration = Duration::from_secs(10);
 
 type Reply<T> = oneshot::Sender<Result<T, BusError>>;
