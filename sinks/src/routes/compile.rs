@@ -11,11 +11,11 @@ use mcpulse_schemas::topics::valid_tenant_id;
 use super::config::{FileConfig, ReceiverConfig, RouteConfig};
 use super::error::{ErrorKind, RoutesError};
 use super::fields::{Field, GroupField};
-use super::locate::line_of;
+use super::locate::Lines;
 use super::matcher::MatchOp;
 use super::receiver::{Integration, IntegrationKind, Receiver};
 use super::time_interval::TimeInterval;
-use super::tree::{Route, Tree};
+use super::tree::{ChildIndex, Route, Tree};
 
 /// Alertmanager's default `repeat_interval`.
 pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
@@ -36,7 +36,7 @@ pub(crate) fn compile(
 ) -> Result<Compiled, RoutesError> {
     let mut c = Compiler {
         file,
-        source,
+        lines: Lines::new(source),
         receivers: HashMap::new(),
         intervals: HashSet::new(),
         route_ids: HashMap::new(),
@@ -72,7 +72,8 @@ pub(crate) fn compile(
 
 struct Compiler<'a> {
     file: &'a str,
-    source: &'a str,
+    /// The file's lines, for the line an error names.
+    lines: Lines<'a>,
     /// Receiver name → its owning tenant.
     receivers: HashMap<String, Option<String>>,
     intervals: HashSet<String>,
@@ -102,7 +103,7 @@ impl Compiler<'_> {
     fn error(&self, path: String, kind: ErrorKind) -> RoutesError {
         RoutesError {
             file: self.file.to_string(),
-            line: line_of(self.source, &path),
+            line: self.lines.line_of(&path),
             path,
             kind,
         }
@@ -165,7 +166,7 @@ impl Compiler<'_> {
                 integrations.push(Integration {
                     kind,
                     config: block,
-                    line: line_of(self.source, &path),
+                    line: self.lines.line_of(&path),
                     path,
                 });
             }
@@ -174,7 +175,7 @@ impl Compiler<'_> {
             return Err(self.error(at, ErrorKind::EmptyReceiver));
         }
         Ok(Receiver {
-            line: line_of(self.source, &format!("{at}.name")),
+            line: self.lines.line_of(&format!("{at}.name")),
             name: config.name,
             tenant: config.tenant,
             integrations,
@@ -190,7 +191,7 @@ impl Compiler<'_> {
     ) -> Result<Route, RoutesError> {
         let at = |field: &str| format!("{path}.{field}");
         self.check_name(&at("id"), "route id", &config.id)?;
-        let line = line_of(self.source, &at("id"));
+        let line = self.lines.line_of(&at("id"));
         if let Some(first_line) = self.route_ids.get(&config.id) {
             let kind = ErrorKind::DuplicateRouteId {
                 id: config.id.clone(),
@@ -260,6 +261,7 @@ impl Compiler<'_> {
                 self.route(child, format!("{path}.routes[{i}]"), Some(&inherited), tree)
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let children = ChildIndex::new(&routes);
         Ok(Route {
             id: config.id,
             path,
@@ -274,6 +276,7 @@ impl Compiler<'_> {
             active_time_intervals: inherited.active,
             continue_matching: config.continue_matching,
             routes,
+            children,
         })
     }
 

@@ -7,27 +7,42 @@
 
 /// The 1-based line of `path` in `text`, or of its deepest ancestor found.
 pub fn line_of(text: &str, path: &str) -> Option<usize> {
-    let lines: Vec<Line> = text.lines().map(Line::new).collect();
-    let mut cursor = Cursor {
-        line: 0,
-        col: 0,
-        parent_indent: -1,
-    };
-    let mut found = None;
-    for segment in segments(path) {
-        let next = match segment {
-            Segment::Key(key) => find_key(&lines, cursor, key),
-            Segment::Index(i) => find_index(&lines, cursor, i),
-        };
-        match next {
-            Some(c) => {
-                cursor = c;
-                found = Some(c.line + 1);
-            }
-            None => break,
-        }
+    Lines::new(text).line_of(path)
+}
+
+/// A file's lines split and stripped of comments once, for many lookups (a compiler
+/// locating every route of a large file would otherwise re-read the file per route).
+pub struct Lines<'a>(Vec<Line<'a>>);
+
+impl<'a> Lines<'a> {
+    pub fn new(text: &'a str) -> Lines<'a> {
+        Lines(text.lines().map(Line::new).collect())
     }
-    found
+
+    /// The 1-based line of `path`, or of its deepest ancestor found.
+    pub fn line_of(&self, path: &str) -> Option<usize> {
+        let lines = &self.0;
+        let mut cursor = Cursor {
+            line: 0,
+            col: 0,
+            parent_indent: -1,
+        };
+        let mut found = None;
+        for segment in segments(path) {
+            let next = match segment {
+                Segment::Key(key) => find_key(lines, cursor, key),
+                Segment::Index(i) => find_index(lines, cursor, i),
+            };
+            match next {
+                Some(c) => {
+                    cursor = c;
+                    found = Some(c.line + 1);
+                }
+                None => break,
+            }
+        }
+        found
+    }
 }
 
 enum Segment<'a> {
