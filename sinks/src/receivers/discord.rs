@@ -164,7 +164,7 @@ impl DiscordReceiver {
             "embeds": [embed(event)],
             "allowed_mentions": {"parse": []},
         });
-        let mut requests = vec![PlannedRequest::json(Method::PATCH, url, body)];
+        let mut requests = vec![PlannedRequest::json(Method::PATCH, url, &body)];
         if let Some(thread) = thread_id
             && self.long_outage(event)
         {
@@ -176,7 +176,7 @@ impl DiscordReceiver {
             requests.push(PlannedRequest::json(
                 Method::POST,
                 url,
-                self.with_username(body),
+                &self.with_username(body),
             ));
         }
         requests
@@ -197,7 +197,7 @@ impl DiscordReceiver {
             body["thread_name"] = json!(truncate(&title(event), MAX_THREAD_NAME));
         }
         let url = format!("{}?wait=true", self.base.expose());
-        PlannedRequest::json(Method::POST, url, self.with_username(body))
+        PlannedRequest::json(Method::POST, url, &self.with_username(body))
     }
 
     fn with_username(&self, mut body: Value) -> Value {

@@ -16,6 +16,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use serde::Serialize;
 use serde_json::Value;
 
 use super::classify::{classify_response, classify_transport};
@@ -89,20 +90,21 @@ pub(crate) struct PlannedRequest {
     pub method: Method,
     pub url: String,
     pub headers: Vec<(String, String)>,
-    /// The JSON body, and its exact bytes (what a webhook signature covers).
-    pub body: Value,
-    pub body_text: String,
+    /// The JSON body's exact bytes (what a webhook signature covers), shared by every
+    /// attempt without a copy.
+    pub body: Bytes,
 }
 
 impl PlannedRequest {
-    pub fn json(method: Method, url: String, body: Value) -> Self {
-        let body_text = body.to_string();
+    /// A JSON request; `body` is serialized once, straight to bytes (no `Value` tree on
+    /// the delivery path).
+    pub fn json(method: Method, url: String, body: &impl Serialize) -> Self {
+        let body = serde_json::to_vec(body).expect("a JSON body serializes");
         PlannedRequest {
             method,
             url,
             headers: vec![("Content-Type".into(), "application/json".into())],
-            body,
-            body_text,
+            body: Bytes::from(body),
         }
     }
 
@@ -113,7 +115,8 @@ impl PlannedRequest {
 
     /// What `routes test` prints: every secret replaced by `<redacted>`.
     pub fn render(&self, redactor: &Redactor) -> RenderedRequest {
-        let mut body = self.body.clone();
+        let mut body: Value =
+            serde_json::from_slice(&self.body).expect("a planned body is JSON it serialized");
         redactor.scrub_json(&mut body);
         RenderedRequest {
             method: self.method.to_string(),
@@ -139,7 +142,7 @@ impl PlannedRequest {
             builder = builder.header(name.as_str(), value);
         }
         builder
-            .body(Full::new(Bytes::from(self.body_text.clone())))
+            .body(Full::new(self.body.clone()))
             .map_err(|_| invalid("header"))
     }
 }

@@ -224,7 +224,7 @@ impl OpsGenieReceiver {
             Change::Resolve | Change::Suppress | Change::Blip => return None,
         };
         let auth = format!("GenieKey {}", self.config.api_key.expose());
-        Some(PlannedRequest::json(Method::POST, url, body).header("Authorization", auth))
+        Some(PlannedRequest::json(Method::POST, url, &body).header("Authorization", auth))
     }
 
     fn source(&self) -> &str {

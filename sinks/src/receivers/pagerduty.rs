@@ -113,7 +113,7 @@ impl PagerDutyReceiver {
         Some(PlannedRequest::json(
             Method::POST,
             self.endpoint.clone(),
-            body,
+            &body,
         ))
     }
 
