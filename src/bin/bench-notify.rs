@@ -631,7 +631,9 @@ impl Alertmanager {
         std::fs::create_dir_all(&storage)?;
         let port = free_port()?;
         let log = std::fs::File::create(dir.join("alertmanager.log"))?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        mcpulse::alloc::default_huge_pages_for_child(&mut command);
+        let child = command
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.path={}", storage.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -769,6 +771,9 @@ impl Alertmanager {
 // ---- main ----
 
 fn main() -> ExitCode {
+    // The allocator as `mcpulse run` sets it up (main.rs); Alertmanager is started with
+    // the system's defaults again.
+    mcpulse::alloc::tune();
     let args = Args::parse();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
