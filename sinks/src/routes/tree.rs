@@ -46,7 +46,9 @@ pub struct Route {
     pub mute_time_intervals: Vec<String>,
     pub active_time_intervals: Vec<String>,
     pub continue_matching: bool,
-    pub routes: Vec<Route>,
+    /// Its children, in file order. Set only by the compiler, together with `children`
+    /// (the index of their positions), so the two never disagree.
+    pub(super) routes: Vec<Route>,
     /// Which of `routes` an event of a given tenant can reach (see [`ChildIndex`]).
     pub(super) children: ChildIndex,
 }
